@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (main job) and `make test` (the test suite).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test lint bench venv clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[platform,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu" --timeout=900
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check microsnoop tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_encoder.py
+
+clean:
+	rm -rf $(VENV) runs

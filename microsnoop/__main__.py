@@ -1,0 +1,5 @@
+"""``python -m microsnoop`` (used by torchrun)."""
+
+from microsnoop.cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""The ``microsnoop`` command line; the only place that configures logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from microsnoop.config import AugmentConfig, EncoderConfig, MaskConfig, PreprocessContract, PretrainConfig
+from microsnoop.errors import MicrosnoopError
+
+app = typer.Typer(
+    help="Microsnoop: unbiased embeddings of heterogeneous microscopy images.\n\n"
+    "Curate a pool, pretrain the masked-reconstruction U-Net, view reconstructions, embed and "
+    "evaluate. Run 'microsnoop COMMAND --help' for every option.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+
+
+@app.command()
+def curate(
+    out: Annotated[Path, typer.Option(help="Pool folder to write (planes/*.npy, manifest.parquet, skipped.tsv).")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively). "
+                                                          "Optional when --types lists the images.")] = None,
+    types: Annotated[Path | None, typer.Option(help="CSV with columns path,type[,split][,source] (paths relative to "
+                                                    "the CSV). Types: fluorescence, brightfield (phase-contrast), "
+                                                    "tissue, histology. Unlisted images are typed by rule.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of images held out as 'val' when the source gives "
+                                                     "no split (by a train/val/test folder or the CSV).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the hold-out draw.")] = 0,
+    max_side: Annotated[int, typer.Option(help="Planes with a longer side are subsampled to at most this.")] = 2048,
+    verbose: Verbose = False,
+) -> None:
+    """Build a pretraining pool: one typed, split, hashed one-channel plane per image channel."""
+    from microsnoop.curate import CurateConfig, curate_pool
+
+    _setup_logging(verbose)
+    _, report = curate_pool(list(inputs or []), out, types_table=types,
+                            config=CurateConfig(val_fraction=val_fraction, seed=seed, max_side=max_side))
+    typer.echo(report.summary())
+    if report.skipped:
+        typer.echo(f"skipped files are listed in {out / 'skipped.tsv'}")
+
+
+@app.command()
+def pretrain(
+    pool: Annotated[Path, typer.Option(help="Pool folder written by 'microsnoop curate'.")],
+    out: Annotated[Path, typer.Option(help="Run folder: last.pt (resumable), encoder.pt, metrics.jsonl.")],
+    nepoch: Annotated[int, typer.Option(help="Total epochs of the schedule (paper: 1000).")] = 1000,
+    warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs (paper: 40).")] = 40,
+    images_per_epoch: Annotated[int, typer.Option(help="Images sampled per epoch, type-balanced (paper: 12000).")] = 12000,
+    batch_size: Annotated[int, typer.Option(help="Images per optimisation step (per process under torchrun).")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of 16x16 patches zeroed (paper: 0.25).")] = 0.25,
+    patch_size: Annotated[int, typer.Option(help="Side of the masked square patches in pixels.")] = 16,
+    depths: Annotated[str, typer.Option(help="Comma-separated widths of the U-Net levels.")] = "32,64,128,256",
+    input_size: Annotated[int, typer.Option(help="Side of the square training crops (paper: 224).")] = 224,
+    seed: Annotated[int, typer.Option(help="Seed of weights, sampling, crops and masks.")] = 0,
+    device: Annotated[str, typer.Option(help="'auto' (CUDA if present, else CPU), 'cpu' or 'cuda[:N]'.")] = "auto",
+    amp: Annotated[str, typer.Option(help="Autocast: auto (bf16 on CPU/modern GPUs, fp16 on old GPUs), "
+                                          "bf16, fp16 or off.")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
+    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: in the main process).")] = 0,
+    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs in this call; the run "
+                                                         "resumes on the same trajectory next time.")] = None,
+    time_budget_min: Annotated[float | None, typer.Option(help="Stop after the epoch that crosses this many "
+                                                                "minutes; resume later with the same command.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt when it exists.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (loss, img/s, ETA).")] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Masked self-supervised pretraining (multi-GPU: 'torchrun --nproc-per-node N -m microsnoop pretrain ...')."""
+    from microsnoop.pretrain.train import pretrain as run_pretrain
+
+    _setup_logging(verbose)
+    config = PretrainConfig(
+        nepoch=nepoch, warmup_epochs=warmup_epochs, images_per_epoch=images_per_epoch, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, seed=seed, amp=amp, channels_last=channels_last,
+        num_workers=num_workers, max_epochs_this_run=max_epochs,
+        encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(","))),
+        mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio), augment=AugmentConfig(),
+        preprocess=PreprocessContract(input_size=input_size),
+    )
+    result = run_pretrain(pool, out, config, device=device, resume=resume,
+                          time_budget_s=time_budget_min * 60 if time_budget_min else None, progress=progress)
+    typer.echo(f"epochs done: {result.epochs_done}/{nepoch}; encoder: {result.encoder_checkpoint}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (last.pt) or encoder checkpoint.")],
+    out: Annotated[Path, typer.Option(help="Encoder-only file to write.")],
+    half: Annotated[bool, typer.Option(help="Store weights in float16 (half the size; loads as float32).")] = True,
+) -> None:
+    """Write an encoder-only checkpoint (weights, contract, provenance) for shipping or registering."""
+    from microsnoop.models.checkpoint import load_unet, save_checkpoint
+
+    model, ckpt = load_unet(checkpoint)
+    save_checkpoint(out, model, preprocess=ckpt.preprocess, provenance=ckpt.provenance, encoder_only=True, half=half)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def reconstruct(
+    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (last.pt) holding the full U-Net.")],
+    out: Annotated[Path, typer.Option(help="PNG figure to write.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files; every channel becomes a row.")],
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of patches zeroed.")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the crop position and the mask.")] = 0,
+    max_rows: Annotated[int, typer.Option(help="At most this many rows (planes) in the figure.")] = 6,
+) -> None:
+    """Original / masked / reconstructed panels as a PNG (like the paper's Fig. 2)."""
+    from microsnoop.reconstruct import reconstruction_figure
+
+    reconstruction_figure(checkpoint, images, out, mask=MaskConfig(mask_ratio=mask_ratio), seed=seed,
+                          max_rows=max_rows)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def knn(
+    cells: Annotated[Path, typer.Option(help="NPZ with 'images' (N x C x H x W) and a CSV of labels beside it.")],
+    labels_csv: Annotated[Path, typer.Option("--labels", help="CSV with one row per image, in the NPZ's order.")],
+    label_column: Annotated[str, typer.Option(help="Column of the CSV holding the class.")] = "label",
+    checkpoint: Annotated[Path | None, typer.Option(help="Encoder checkpoint; omitted: an untrained network.")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours (leave-one-out: k+1 queried, self dropped).")] = 11,
+    batch_size: Annotated[int, typer.Option(help="Planes per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the untrained network.")] = 0,
+) -> None:
+    """Embed labelled single cells and print leave-one-out kNN accuracy (cosine)."""
+    from microsnoop.demo import knn_report
+
+    report = knn_report(cells, labels_csv, label_column=label_column, checkpoint=checkpoint, k=k,
+                        batch_size=batch_size, device=device, seed=seed)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's pool, run, figure and scores.")] = Path("runs/demo"),
+    data: Annotated[Path, typer.Option(help="Demo data folder shipped in the repo.")] = Path("demo_data"),
+    shipped: Annotated[Path, typer.Option(help="The shipped encoder to compare.")] = Path("models/microsnoop-cpu-v1.pt"),
+    epochs: Annotated[int, typer.Option(help="Epochs of the brief pretraining.")] = 3,
+    images_per_epoch: Annotated[int, typer.Option(help="Images per epoch of the brief pretraining.")] = 48,
+) -> None:
+    """The main job on embedded defaults: curate, pretrain briefly, reconstruct, embed, kNN vs untrained."""
+    from microsnoop.demo import run_demo
+
+    _setup_logging(False)
+    run_demo(out=out, data=data, shipped=shipped, epochs=epochs, images_per_epoch=images_per_epoch, echo=typer.echo)
+
+
+def main() -> None:
+    """Entry point: run the app, turning library errors into one clear line and exit code 2."""
+    try:
+        app()
+    except MicrosnoopError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from exc
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from exc

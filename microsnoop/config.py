@@ -1,0 +1,138 @@
+"""Frozen, validated configuration dataclasses shared by the core library."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from microsnoop.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from a dict, rejecting unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}; valid keys are {sorted(names)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape of the Cellpose-style residual U-Net."""
+
+    depths: tuple[int, ...] = (32, 64, 128, 256)
+    in_channels: int = 1
+    out_channels: int = 1
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        if len(self.depths) < 2 or any(d <= 0 for d in self.depths):
+            raise ConfigError(f"depths must list >= 2 positive widths, got {self.depths}")
+        if self.kernel_size % 2 != 1:
+            raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+
+    @property
+    def embedding_dim(self) -> int:
+        """Numbers per one-channel image: the width of the deepest level."""
+        return self.depths[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for checkpoints and manifests."""
+        return {**dataclasses.asdict(self), "depths": list(self.depths)}
+
+
+@dataclass(frozen=True)
+class PreprocessContract:
+    """How pixels must be prepared before the encoder sees them; stored with the weights."""
+
+    input_size: int = 224
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.0
+    normalize_before_pad: bool = True
+    clip: bool = False
+    embedding_norm: str = "l2"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
+            raise ConfigError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got "
+                f"{self.lower_percentile}, {self.upper_percentile}"
+            )
+        if self.embedding_norm not in ("l2", "none"):
+            raise ConfigError(f"embedding_norm must be 'l2' or 'none', got {self.embedding_norm!r}")
+        if self.input_size % 16 != 0:
+            raise ConfigError(f"input_size must be a multiple of 16, got {self.input_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for checkpoints and manifests."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Masked-image modelling: which fraction of which patches is zeroed."""
+
+    patch_size: int = 16
+    mask_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.patch_size <= 0:
+            raise ConfigError(f"patch_size must be positive, got {self.patch_size}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random geometry applied to each training crop."""
+
+    max_rotation_deg: float = 180.0
+    scale_range: tuple[float, float] = (0.75, 1.25)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Masked self-supervised pretraining: the paper's recipe with CPU-friendly knobs."""
+
+    nepoch: int = 1000
+    warmup_epochs: int = 40
+    images_per_epoch: int = 12000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    amp: str = "auto"
+    channels_last: bool = True
+    num_workers: int = 0
+    checkpoint_every: int = 1
+    max_epochs_this_run: int | None = None
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    preprocess: PreprocessContract = field(default_factory=PreprocessContract)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.nepoch <= 0 or self.images_per_epoch <= 0 or self.batch_size <= 0:
+            raise ConfigError("nepoch, images_per_epoch and batch_size must be positive")
+        if not 0 <= self.warmup_epochs < self.nepoch:
+            raise ConfigError(
+                f"warmup_epochs ({self.warmup_epochs}) must be in [0, nepoch={self.nepoch})"
+            )
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"amp must be auto, bf16, fp16 or off; got {self.amp!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (nested configs included) for checkpoints and logs."""
+        out = dataclasses.asdict(self)
+        out["encoder"] = self.encoder.to_dict()
+        return out

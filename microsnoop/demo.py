@@ -1,0 +1,103 @@
+"""The demo job: curate the shipped demo pool, pretrain briefly, reconstruct, embed, compare kNN."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from microsnoop.config import MaskConfig, PreprocessContract, PretrainConfig
+from microsnoop.curate import curate_pool
+from microsnoop.device import init_runtime
+from microsnoop.embed import embed_images
+from microsnoop.evaluate.knn import knn_accuracy_loo
+from microsnoop.io.images import read_raw
+from microsnoop.models.checkpoint import load_encoder
+from microsnoop.models.unet import MicrosnoopEncoder
+from microsnoop.pretrain.train import pretrain
+from microsnoop.reconstruct import reconstruction_figure
+
+log = logging.getLogger(__name__)
+
+
+def untrained_encoder(seed: int = 0) -> MicrosnoopEncoder:
+    """An encoder of the same architecture with seeded random weights (the honest baseline)."""
+    torch.manual_seed(seed)
+    encoder = MicrosnoopEncoder()
+    encoder.preprocess = PreprocessContract()  # type: ignore[assignment]
+    return encoder.eval()
+
+
+def load_labelled_cells(cells: Path, labels_csv: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x C x H x W) and labels, checked to have one label row per image."""
+    images, _ = read_raw(cells)
+    table = pd.read_csv(labels_csv)
+    if label_column not in table.columns:
+        raise ValueError(f"{labels_csv}: no column {label_column!r}; columns are {list(table.columns)}")
+    if len(table) != len(images):
+        raise ValueError(f"{labels_csv}: {len(table)} rows but {cells} holds {len(images)} images; they must match")
+    if images.ndim == 3:
+        images = images[:, None]
+    return images, table[label_column].to_numpy()
+
+
+def knn_report(cells: Path, labels_csv: Path, *, label_column: str = "label", checkpoint: Path | None = None,
+               k: int = 11, batch_size: int = 64, device: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """Leave-one-out kNN accuracy of one encoder (a checkpoint, or untrained) on labelled cells."""
+    images, labels = load_labelled_cells(cells, labels_csv, label_column)
+    encoder = load_encoder(checkpoint) if checkpoint else untrained_encoder(seed)
+    runtime = init_runtime(device=device)
+    t0 = time.perf_counter()
+    feats = embed_images(encoder, images, encoder.preprocess, runtime, batch_size=batch_size, progress=True)
+    seconds = time.perf_counter() - t0
+    return {"encoder": str(checkpoint) if checkpoint else f"untrained(seed={seed})", "k": k,
+            "n_cells": len(labels), "n_classes": len(set(labels.tolist())),
+            "knn_accuracy": knn_accuracy_loo(feats, labels, k),
+            "embed_img_per_s": round(images.shape[0] * images.shape[1] / seconds, 2)}
+
+
+def run_demo(*, out: Path, data: Path, shipped: Path, epochs: int = 3, images_per_epoch: int = 48,
+             echo: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Run every step of the demo, telling ``echo`` what happens; returns the scores."""
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"[1/5] curating the demo pool from {data}")
+    _, report = curate_pool([], out / "pool", types_table=data / "pool_types.csv", progress=False)
+    echo(f"      {report.summary()}")
+    echo(f"[2/5] pretraining briefly ({epochs} epochs x {images_per_epoch} images; CPU bf16 if no GPU)")
+    config = PretrainConfig(nepoch=epochs, warmup_epochs=0, images_per_epoch=images_per_epoch)
+    result = pretrain(out / "pool", out / "run", config, resume=False)
+    echo("[3/5] writing the reconstruction figure")
+    figure_inputs = sorted((data / "dsb2018" / "images").glob("*.png"))[:2] + [data / "samples" / "skimage_ihc.png"]
+    figures = {"demo": reconstruction_figure(result.last_checkpoint, figure_inputs, out / "reconstruction_demo.png",
+                                             mask=MaskConfig(), max_rows=3)}
+    if shipped.is_file():
+        try:
+            figures["shipped"] = reconstruction_figure(shipped, figure_inputs, out / "reconstruction_shipped.png",
+                                                       mask=MaskConfig(), max_rows=3)
+        except ValueError as exc:
+            log.warning("no reconstruction for %s: %s", shipped, exc)
+    echo("[4/5] embedding the labelled cell-cycle cells (3 channels -> 768 numbers per cell)")
+    cells, labels_csv = data / "cellcycle" / "cells.npz", data / "cellcycle" / "cells.csv"
+    encoders: dict[str, Path | None] = {"untrained": None, "demo (brief)": result.encoder_checkpoint}
+    if shipped.is_file():
+        encoders["shipped"] = shipped
+    else:
+        log.warning("shipped encoder %s not found: comparing the untrained and demo encoders only", shipped)
+    scores = {name: knn_report(cells, labels_csv, checkpoint=path, k=11) for name, path in encoders.items()}
+    echo("[5/5] leave-one-out 11-NN accuracy (cosine) on the same cells")
+    n = next(iter(scores.values()))
+    echo(f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; chance = majority class share")
+    for name, s in scores.items():
+        echo(f"      {name:<14} {s['knn_accuracy']:.3f}   ({s['embed_img_per_s']:.1f} planes/s)")
+    summary = {"scores": scores, "figures": {k: str(v) for k, v in figures.items()},
+               "pool": report.summary(), "run": str(result.out_dir)}
+    (out / "scores.json").write_text(json.dumps(summary, indent=2))
+    echo(f"figures: {', '.join(str(v) for v in figures.values())}; scores: {out / 'scores.json'}")
+    return summary

@@ -1,0 +1,1 @@
+"""Evaluation protocols: kNN and friends."""

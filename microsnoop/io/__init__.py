@@ -1,0 +1,1 @@
+"""File I/O for the core: images in, manifests and tables out."""

@@ -1,0 +1,1 @@
+"""Masked self-supervised pretraining."""

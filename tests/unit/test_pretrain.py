@@ -1,0 +1,72 @@
+"""Pretraining: the epoch plan, exact resume, metrics, and loss falling on real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from microsnoop.errors import CheckpointError
+from microsnoop.models.checkpoint import load_checkpoint, load_encoder
+from microsnoop.pretrain.data import plan_epoch
+from microsnoop.pretrain.train import pretrain
+from tests.conftest import tiny_config
+
+
+def test_plan_epoch_takes_batches_from_types_in_turn() -> None:
+    types = np.array(["fluorescence"] * 90 + ["histology"] * 8 + ["brightfield"] * 2)
+    plan = plan_epoch(types, images_per_epoch=60, batch_size=4, seed=0, epoch=3)
+    assert sum(len(b) for b in plan) == 60
+    batch_types = [set(types[b].tolist()) for b in plan]
+    assert all(len(t) == 1 for t in batch_types), "each batch holds one image type"
+    counts = {t: sum(1 for bt in batch_types if t in bt) for t in set(types)}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    assert plan == plan_epoch(types, images_per_epoch=60, batch_size=4, seed=0, epoch=3)
+    assert plan != plan_epoch(types, images_per_epoch=60, batch_size=4, seed=0, epoch=4)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+@pytest.mark.slow
+def test_resume_follows_the_uninterrupted_trajectory(demo_pool: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(nepoch=3)
+    straight = pretrain(demo_pool, tmp_path / "straight", cfg, device="cpu", progress=False)
+    first = pretrain(demo_pool, tmp_path / "resumed", tiny_config(nepoch=3, max_epochs_this_run=2),
+                     device="cpu", progress=False)
+    assert first.epochs_done == 2 and not first.finished
+    resumed = pretrain(demo_pool, tmp_path / "resumed", cfg, device="cpu", progress=False)
+    assert resumed.finished and resumed.epochs_done == 3
+    a, b = _weights(straight.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    lines = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1, 2]
+    assert {"lr", "train_loss", "val_loss", "img_per_s"} <= set(lines[0])
+
+
+def test_resume_with_other_settings_is_refused(demo_pool: Path, tmp_path: Path) -> None:
+    pretrain(demo_pool, tmp_path / "run", tiny_config(nepoch=2, max_epochs_this_run=1, images_per_epoch=4),
+             device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="different settings"):
+        pretrain(demo_pool, tmp_path / "run", tiny_config(nepoch=2, images_per_epoch=4, lr=5e-4),
+                 device="cpu", progress=False)
+
+
+@pytest.mark.slow
+def test_loss_falls_on_real_images(demo_pool: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(nepoch=8, warmup_epochs=0, images_per_epoch=32, batch_size=8, lr=3e-3)
+    result = pretrain(demo_pool, tmp_path / "run", cfg, device="cpu", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0]["train_loss"], np.mean([r["train_loss"] for r in rows[-2:]])
+    assert last < 0.7 * first, (first, last)
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    encoder = load_encoder(result.encoder_checkpoint)
+    assert encoder.preprocess.input_size == 64
+    prov = encoder.provenance
+    assert prov["epochs"] == 8 and len(prov["pool_manifest_hash"]) == 64 and prov["seed"] == 0
