@@ -18,11 +18,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -m "not gpu" --timeout=900
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check microsnoop tests benchmarks
+	$(VENV)/bin/ruff format --check microsnoop tests benchmarks scripts
+	$(VENV)/bin/ruff check microsnoop tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -87,7 +87,9 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=16, help="images per training step")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
-    ap.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/encoder_<device>.json)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default benchmarks/results/encoder_<device>.json)"
+    )
     args = ap.parse_args()
     device = pick_device(args.device)
     low = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
@@ -115,13 +117,25 @@ def main() -> None:
         print("train", name, results["training"][name], flush=True)  # noqa: T201
     base = results["inference"]["fp32_eager"]["img_per_s"]
     best = max((v.get("img_per_s", 0), k) for k, v in results["inference"].items())
-    results.update({
-        "best_inference": {"variant": best[1], "img_per_s": best[0], "speedup_vs_fp32_eager": round(best[0] / base, 2)},
-        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "machine": platform.machine(), "code_version": __version__,
-        "input": "1 x 224 x 224", "batch": args.batch, "train_batch": args.train_batch,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    results.update(
+        {
+            "best_inference": {
+                "variant": best[1],
+                "img_per_s": best[0],
+                "speedup_vs_fp32_eager": round(best[0] / base, 2),
+            },
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "code_version": __version__,
+            "input": "1 x 224 x 224",
+            "batch": args.batch,
+            "train_batch": args.train_batch,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
     out = args.out or Path(__file__).parent / "results" / f"encoder_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -16,13 +16,18 @@ app = typer.Typer(
     help="Microsnoop: unbiased embeddings of heterogeneous microscopy images.\n\n"
     "Curate a pool, pretrain the masked-reconstruction U-Net, view reconstructions, embed and "
     "evaluate. Run 'microsnoop COMMAND --help' for every option.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
@@ -31,13 +36,25 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 @app.command()
 def curate(
     out: Annotated[Path, typer.Option(help="Pool folder to write (planes/*.npy, manifest.parquet, skipped.tsv).")],
-    inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively). "
-                                                          "Optional when --types lists the images.")] = None,
-    types: Annotated[Path | None, typer.Option(help="CSV with columns path,type[,split][,source] (paths relative to "
-                                                    "the CSV). Types: fluorescence, brightfield (phase-contrast), "
-                                                    "tissue, histology. Unlisted images are typed by rule.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of images held out as 'val' when the source gives "
-                                                     "no split (by a train/val/test folder or the CSV).")] = 0.2,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Image files or folders (searched recursively). Optional when --types lists the images."),
+    ] = None,
+    types: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with columns path,type[,split][,source] (paths relative to "
+            "the CSV). Types: fluorescence, brightfield (phase-contrast), "
+            "tissue, histology. Unlisted images are typed by rule."
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of images held out as 'val' when the source gives "
+            "no split (by a train/val/test folder or the CSV)."
+        ),
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the hold-out draw.")] = 0,
     max_side: Annotated[int, typer.Option(help="Planes with a longer side are subsampled to at most this.")] = 2048,
     verbose: Verbose = False,
@@ -46,8 +63,12 @@ def curate(
     from microsnoop.curate import CurateConfig, curate_pool
 
     _setup_logging(verbose)
-    _, report = curate_pool(list(inputs or []), out, types_table=types,
-                            config=CurateConfig(val_fraction=val_fraction, seed=seed, max_side=max_side))
+    _, report = curate_pool(
+        list(inputs or []),
+        out,
+        types_table=types,
+        config=CurateConfig(val_fraction=val_fraction, seed=seed, max_side=max_side),
+    )
     typer.echo(report.summary())
     if report.skipped:
         typer.echo(f"skipped files are listed in {out / 'skipped.tsv'}")
@@ -59,7 +80,9 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="Run folder: last.pt (resumable), encoder.pt, metrics.jsonl.")],
     nepoch: Annotated[int, typer.Option(help="Total epochs of the schedule (paper: 1000).")] = 1000,
     warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs (paper: 40).")] = 40,
-    images_per_epoch: Annotated[int, typer.Option(help="Images sampled per epoch, type-balanced (paper: 12000).")] = 12000,
+    images_per_epoch: Annotated[
+        int, typer.Option(help="Images sampled per epoch, type-balanced (paper: 12000).")
+    ] = 12000,
     batch_size: Annotated[int, typer.Option(help="Images per optimisation step (per process under torchrun).")] = 16,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
@@ -69,14 +92,21 @@ def pretrain(
     input_size: Annotated[int, typer.Option(help="Side of the square training crops (paper: 224).")] = 224,
     seed: Annotated[int, typer.Option(help="Seed of weights, sampling, crops and masks.")] = 0,
     device: Annotated[str, typer.Option(help="'auto' (CUDA if present, else CPU), 'cpu' or 'cuda[:N]'.")] = "auto",
-    amp: Annotated[str, typer.Option(help="Autocast: auto (bf16 on CPU/modern GPUs, fp16 on old GPUs), "
-                                          "bf16, fp16 or off.")] = "auto",
+    amp: Annotated[
+        str, typer.Option(help="Autocast: auto (bf16 on CPU/modern GPUs, fp16 on old GPUs), bf16, fp16 or off.")
+    ] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: in the main process).")] = 0,
-    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs in this call; the run "
-                                                         "resumes on the same trajectory next time.")] = None,
-    time_budget_min: Annotated[float | None, typer.Option(help="Stop after the epoch that crosses this many "
-                                                                "minutes; resume later with the same command.")] = None,
+    max_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after this many epochs in this call; the run resumes on the same trajectory next time."
+        ),
+    ] = None,
+    time_budget_min: Annotated[
+        float | None,
+        typer.Option(help="Stop after the epoch that crosses this many minutes; resume later with the same command."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt when it exists.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (loss, img/s, ETA).")] = True,
     verbose: Verbose = False,
@@ -86,15 +116,31 @@ def pretrain(
 
     _setup_logging(verbose)
     config = PretrainConfig(
-        nepoch=nepoch, warmup_epochs=warmup_epochs, images_per_epoch=images_per_epoch, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, seed=seed, amp=amp, channels_last=channels_last,
-        num_workers=num_workers, max_epochs_this_run=max_epochs,
+        nepoch=nepoch,
+        warmup_epochs=warmup_epochs,
+        images_per_epoch=images_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        amp=amp,
+        channels_last=channels_last,
+        num_workers=num_workers,
+        max_epochs_this_run=max_epochs,
         encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(","))),
-        mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio), augment=AugmentConfig(),
+        mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio),
+        augment=AugmentConfig(),
         preprocess=PreprocessContract(input_size=input_size),
     )
-    result = run_pretrain(pool, out, config, device=device, resume=resume,
-                          time_budget_s=time_budget_min * 60 if time_budget_min else None, progress=progress)
+    result = run_pretrain(
+        pool,
+        out,
+        config,
+        device=device,
+        resume=resume,
+        time_budget_s=time_budget_min * 60 if time_budget_min else None,
+        progress=progress,
+    )
     typer.echo(f"epochs done: {result.epochs_done}/{nepoch}; encoder: {result.encoder_checkpoint}")
 
 
@@ -103,13 +149,32 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (last.pt) or encoder checkpoint.")],
     out: Annotated[Path, typer.Option(help="Encoder-only file to write.")],
     half: Annotated[bool, typer.Option(help="Store weights in float16 (half the size; loads as float32).")] = True,
+    encoder_only: Annotated[
+        bool,
+        typer.Option(
+            help="Drop the decoder (embedding only); --no-encoder-only keeps it so the file also serves reconstruction."
+        ),
+    ] = True,
 ) -> None:
-    """Write an encoder-only checkpoint (weights, contract, provenance) for shipping or registering."""
+    """Write a shippable checkpoint (weights, contract, provenance; no optimiser state)."""
     from microsnoop.models.checkpoint import load_unet, save_checkpoint
 
     model, ckpt = load_unet(checkpoint)
-    save_checkpoint(out, model, preprocess=ckpt.preprocess, provenance=ckpt.provenance, encoder_only=True, half=half)
+    save_checkpoint(
+        out, model, preprocess=ckpt.preprocess, provenance=ckpt.provenance, encoder_only=encoder_only, half=half
+    )
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("loss-curve")
+def loss_curve(
+    metrics: Annotated[Path, typer.Argument(help="metrics.jsonl of a pretraining run.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")],
+) -> None:
+    """Plot train/validation MSE and the learning rate of a pretraining run."""
+    from microsnoop.pretrain.report import plot_loss_curve
+
+    typer.echo(f"wrote {plot_loss_curve(metrics, out)}")
 
 
 @app.command()
@@ -124,8 +189,7 @@ def reconstruct(
     """Original / masked / reconstructed panels as a PNG (like the paper's Fig. 2)."""
     from microsnoop.reconstruct import reconstruction_figure
 
-    reconstruction_figure(checkpoint, images, out, mask=MaskConfig(mask_ratio=mask_ratio), seed=seed,
-                          max_rows=max_rows)
+    reconstruction_figure(checkpoint, images, out, mask=MaskConfig(mask_ratio=mask_ratio), seed=seed, max_rows=max_rows)
     typer.echo(f"wrote {out}")
 
 
@@ -143,8 +207,16 @@ def knn(
     """Embed labelled single cells and print leave-one-out kNN accuracy (cosine)."""
     from microsnoop.demo import knn_report
 
-    report = knn_report(cells, labels_csv, label_column=label_column, checkpoint=checkpoint, k=k,
-                        batch_size=batch_size, device=device, seed=seed)
+    report = knn_report(
+        cells,
+        labels_csv,
+        label_column=label_column,
+        checkpoint=checkpoint,
+        k=k,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+    )
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -152,7 +224,9 @@ def knn(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's pool, run, figure and scores.")] = Path("runs/demo"),
     data: Annotated[Path, typer.Option(help="Demo data folder shipped in the repo.")] = Path("demo_data"),
-    shipped: Annotated[Path, typer.Option(help="The shipped encoder to compare.")] = Path("models/microsnoop-cpu-v1.pt"),
+    shipped: Annotated[Path, typer.Option(help="The shipped encoder to compare.")] = Path(
+        "models/microsnoop-cpu-v1.pt"
+    ),
     epochs: Annotated[int, typer.Option(help="Epochs of the brief pretraining.")] = 3,
     images_per_epoch: Annotated[int, typer.Option(help="Images per epoch of the brief pretraining.")] = 48,
 ) -> None:

@@ -125,9 +125,7 @@ class PretrainConfig:
         if self.nepoch <= 0 or self.images_per_epoch <= 0 or self.batch_size <= 0:
             raise ConfigError("nepoch, images_per_epoch and batch_size must be positive")
         if not 0 <= self.warmup_epochs < self.nepoch:
-            raise ConfigError(
-                f"warmup_epochs ({self.warmup_epochs}) must be in [0, nepoch={self.nepoch})"
-            )
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) must be in [0, nepoch={self.nepoch})")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"amp must be auto, bf16, fp16 or off; got {self.amp!r}")
 

@@ -19,14 +19,30 @@ log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("fluorescence", "brightfield", "tissue", "histology")
 TYPE_ALIASES = {
-    "phase-contrast": "brightfield", "phase": "brightfield", "phase_contrast": "brightfield",
-    "brightfield": "brightfield", "fluorescence": "fluorescence", "tissue": "tissue",
-    "histology": "histology", "he": "histology", "stained": "histology",
+    "phase-contrast": "brightfield",
+    "phase": "brightfield",
+    "phase_contrast": "brightfield",
+    "brightfield": "brightfield",
+    "fluorescence": "fluorescence",
+    "tissue": "tissue",
+    "histology": "histology",
+    "he": "histology",
+    "stained": "histology",
 }
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-               "validation": "val", "test": "val"}
-MANIFEST_COLUMNS = ["plane_id", "source", "path", "type", "split", "channel", "height", "width",
-                    "dtype", "content_hash", "plane_path"]
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+MANIFEST_COLUMNS = [
+    "plane_id",
+    "source",
+    "path",
+    "type",
+    "split",
+    "channel",
+    "height",
+    "width",
+    "dtype",
+    "content_hash",
+    "plane_path",
+]
 
 
 @dataclass(frozen=True)
@@ -55,9 +71,11 @@ class CurateReport:
     def summary(self) -> str:
         """A one-paragraph human summary."""
         reasons = Counter(r.split(":")[0] for _, r in self.skipped)
-        return (f"{self.n_files} files -> {self.n_planes} one-channel planes "
-                f"({', '.join(f'{k}: {v}' for k, v in sorted(self.by_type.items()))}); "
-                f"skipped {len(self.skipped)} ({dict(reasons)}), {self.duplicates} duplicate planes")
+        return (
+            f"{self.n_files} files -> {self.n_planes} one-channel planes "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(self.by_type.items()))}); "
+            f"skipped {len(self.skipped)} ({dict(reasons)}), {self.duplicates} duplicate planes"
+        )
 
 
 def normalize_type(name: str, *, where: str = "") -> str:
@@ -103,7 +121,9 @@ def read_types_table(path: Path) -> dict[str, dict[str, str]]:
     table = pd.read_csv(path)
     missing = {"path", "type"} - set(table.columns)
     if missing:
-        raise ManifestError(f"{path}: missing columns {sorted(missing)}; a types table needs path,type[,split][,source]")
+        raise ManifestError(
+            f"{path}: missing columns {sorted(missing)}; a types table needs path,type[,split][,source]"
+        )
     out: dict[str, dict[str, str]] = {}
     for row in table.to_dict("records"):
         key = str((path.parent / str(row["path"])).resolve())
@@ -131,8 +151,12 @@ def _downscale(plane: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def curate_pool(
-    inputs: list[Path], out_dir: Path, *, types_table: Path | None = None,
-    config: CurateConfig | None = None, progress: bool = True,
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    types_table: Path | None = None,
+    config: CurateConfig | None = None,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, CurateReport]:
     """Build a pool under ``out_dir`` (``planes/*.npy`` + ``manifest.parquet``) from image files."""
     config = config or CurateConfig()
@@ -158,8 +182,11 @@ def curate_pool(
             log.warning("skipped %s", exc)
             continue
         source = meta.get("source") or path.parent.name
-        split = meta.get("split") or split_from_path(path) or hash_split(
-            f"{source}/{path.name}", val_fraction=config.val_fraction, seed=config.seed)
+        split = (
+            meta.get("split")
+            or split_from_path(path)
+            or hash_split(f"{source}/{path.name}", val_fraction=config.val_fraction, seed=config.seed)
+        )
         for channel, plane in enumerate(image):
             plane = _downscale(plane, config.max_side)
             try:
@@ -176,10 +203,21 @@ def curate_pool(
             seen.add(digest)
             rel = f"planes/{digest[:20]}.npy"
             np.save(out_dir / rel, plane)
-            rows.append({"plane_id": digest[:20], "source": source, "path": str(path), "type": itype,
-                         "split": split, "channel": channel, "height": plane.shape[0],
-                         "width": plane.shape[1], "dtype": str(plane.dtype), "content_hash": digest,
-                         "plane_path": rel})
+            rows.append(
+                {
+                    "plane_id": digest[:20],
+                    "source": source,
+                    "path": str(path),
+                    "type": itype,
+                    "split": split,
+                    "channel": channel,
+                    "height": plane.shape[0],
+                    "width": plane.shape[1],
+                    "dtype": str(plane.dtype),
+                    "content_hash": digest,
+                    "plane_path": rel,
+                }
+            )
             report.n_planes += 1
             report.by_type[itype] += 1
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -191,7 +229,8 @@ def curate_pool(
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
     """Identity of a pool: hash of its sorted content hashes, types and splits."""
-    keys = sorted(f"{h}:{t}:{s}" for h, t, s in zip(manifest["content_hash"], manifest["type"], manifest["split"]))
+    columns = zip(manifest["content_hash"], manifest["type"], manifest["split"], strict=True)
+    keys = sorted(f"{h}:{t}:{s}" for h, t, s in columns)
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 

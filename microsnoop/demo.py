@@ -48,23 +48,44 @@ def load_labelled_cells(cells: Path, labels_csv: Path, label_column: str) -> tup
     return images, table[label_column].to_numpy()
 
 
-def knn_report(cells: Path, labels_csv: Path, *, label_column: str = "label", checkpoint: Path | None = None,
-               k: int = 11, batch_size: int = 64, device: str = "auto", seed: int = 0) -> dict[str, Any]:
+def knn_report(
+    cells: Path,
+    labels_csv: Path,
+    *,
+    label_column: str = "label",
+    checkpoint: Path | None = None,
+    k: int = 11,
+    batch_size: int = 64,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Leave-one-out kNN accuracy of one encoder (a checkpoint, or untrained) on labelled cells."""
     images, labels = load_labelled_cells(cells, labels_csv, label_column)
     encoder = load_encoder(checkpoint) if checkpoint else untrained_encoder(seed)
     runtime = init_runtime(device=device)
     t0 = time.perf_counter()
-    feats = embed_images(encoder, images, encoder.preprocess, runtime, batch_size=batch_size, progress=True)
+    contract: PreprocessContract = encoder.preprocess  # type: ignore[assignment]
+    feats = embed_images(encoder, images, contract, runtime, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
-    return {"encoder": str(checkpoint) if checkpoint else f"untrained(seed={seed})", "k": k,
-            "n_cells": len(labels), "n_classes": len(set(labels.tolist())),
-            "knn_accuracy": knn_accuracy_loo(feats, labels, k),
-            "embed_img_per_s": round(images.shape[0] * images.shape[1] / seconds, 2)}
+    return {
+        "encoder": str(checkpoint) if checkpoint else f"untrained(seed={seed})",
+        "k": k,
+        "n_cells": len(labels),
+        "n_classes": len(set(labels.tolist())),
+        "knn_accuracy": knn_accuracy_loo(feats, labels, k),
+        "embed_img_per_s": round(images.shape[0] * images.shape[1] / seconds, 2),
+    }
 
 
-def run_demo(*, out: Path, data: Path, shipped: Path, epochs: int = 3, images_per_epoch: int = 48,
-             echo: Callable[[str], None] = log.info) -> dict[str, Any]:
+def run_demo(
+    *,
+    out: Path,
+    data: Path,
+    shipped: Path,
+    epochs: int = 3,
+    images_per_epoch: int = 48,
+    echo: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """Run every step of the demo, telling ``echo`` what happens; returns the scores."""
     out.mkdir(parents=True, exist_ok=True)
     echo(f"[1/5] curating the demo pool from {data}")
@@ -75,12 +96,16 @@ def run_demo(*, out: Path, data: Path, shipped: Path, epochs: int = 3, images_pe
     result = pretrain(out / "pool", out / "run", config, resume=False)
     echo("[3/5] writing the reconstruction figure")
     figure_inputs = sorted((data / "dsb2018" / "images").glob("*.png"))[:2] + [data / "samples" / "skimage_ihc.png"]
-    figures = {"demo": reconstruction_figure(result.last_checkpoint, figure_inputs, out / "reconstruction_demo.png",
-                                             mask=MaskConfig(), max_rows=3)}
+    figures = {
+        "demo": reconstruction_figure(
+            result.last_checkpoint, figure_inputs, out / "reconstruction_demo.png", mask=MaskConfig(), max_rows=3
+        )
+    }
     if shipped.is_file():
         try:
-            figures["shipped"] = reconstruction_figure(shipped, figure_inputs, out / "reconstruction_shipped.png",
-                                                       mask=MaskConfig(), max_rows=3)
+            figures["shipped"] = reconstruction_figure(
+                shipped, figure_inputs, out / "reconstruction_shipped.png", mask=MaskConfig(), max_rows=3
+            )
         except ValueError as exc:
             log.warning("no reconstruction for %s: %s", shipped, exc)
     echo("[4/5] embedding the labelled cell-cycle cells (3 channels -> 768 numbers per cell)")
@@ -96,8 +121,12 @@ def run_demo(*, out: Path, data: Path, shipped: Path, epochs: int = 3, images_pe
     echo(f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; chance = majority class share")
     for name, s in scores.items():
         echo(f"      {name:<14} {s['knn_accuracy']:.3f}   ({s['embed_img_per_s']:.1f} planes/s)")
-    summary = {"scores": scores, "figures": {k: str(v) for k, v in figures.items()},
-               "pool": report.summary(), "run": str(result.out_dir)}
+    summary = {
+        "scores": scores,
+        "figures": {k: str(v) for k, v in figures.items()},
+        "pool": report.summary(),
+        "run": str(result.out_dir),
+    }
     (out / "scores.json").write_text(json.dumps(summary, indent=2))
     echo(f"figures: {', '.join(str(v) for v in figures.values())}; scores: {out / 'scores.json'}")
     return summary

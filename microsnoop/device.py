@@ -74,8 +74,7 @@ def init_runtime(*, device: str = "auto", amp: str = "auto", channels_last: bool
         rank = dist.get_rank()
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-    return Runtime(device=dev, amp_dtype=pick_amp(dev, amp), channels_last=channels_last,
-                   rank=rank, world_size=world)
+    return Runtime(device=dev, amp_dtype=pick_amp(dev, amp), channels_last=channels_last, rank=rank, world_size=world)
 
 
 @contextlib.contextmanager

@@ -17,24 +17,32 @@ def prepare_encoder(encoder: MicrosnoopEncoder, runtime: Runtime) -> MicrosnoopE
     """Move an encoder to the runtime's device and memory format, in eval mode."""
     encoder = encoder.to(runtime.device).eval()
     if runtime.channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return encoder
 
 
 @torch.inference_mode()
-def embed_planes(encoder: MicrosnoopEncoder, planes: np.ndarray, runtime: Runtime, *, batch_size: int = 64) -> np.ndarray:
+def embed_planes(
+    encoder: MicrosnoopEncoder, planes: np.ndarray, runtime: Runtime, *, batch_size: int = 64
+) -> np.ndarray:
     """Embed prepared ``P x 1 x S x S`` planes in batches; returns ``P x D`` float32."""
     out = []
     for start in range(0, len(planes), batch_size):
-        x = runtime.to_input(torch.from_numpy(planes[start:start + batch_size]))
+        x = runtime.to_input(torch.from_numpy(planes[start : start + batch_size]))
         with runtime.autocast():
             out.append(encoder(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, encoder.config.embedding_dim), np.float32)
 
 
 def embed_images(
-    encoder: MicrosnoopEncoder, images: np.ndarray, contract: PreprocessContract, runtime: Runtime,
-    *, batch_size: int = 64, chunk_images: int = 256, progress: bool = False,
+    encoder: MicrosnoopEncoder,
+    images: np.ndarray,
+    contract: PreprocessContract,
+    runtime: Runtime,
+    *,
+    batch_size: int = 64,
+    chunk_images: int = 256,
+    progress: bool = False,
 ) -> np.ndarray:
     """Embed ``N x C x H x W`` single-cell images into ``N x (C * D)`` (channel blocks in order)."""
     if images.ndim != 4:
@@ -47,8 +55,8 @@ def embed_images(
     dim = encoder.config.embedding_dim
     out = np.empty((n, c * dim), dtype=np.float32)
     for start in tqdm(range(0, n, chunk_images), desc="embed", unit="chunk", disable=not progress):
-        chunk = images[start:start + chunk_images]
+        chunk = images[start : start + chunk_images]
         planes = prepare_batch(chunk, contract)  # row i*C + c = image i, channel c
         emb = embed_planes(encoder, planes, runtime, batch_size=batch_size)
-        out[start:start + len(chunk)] = emb.reshape(len(chunk), c, dim).reshape(len(chunk), c * dim)
+        out[start : start + len(chunk)] = emb.reshape(len(chunk), c, dim).reshape(len(chunk), c * dim)
     return out

@@ -21,11 +21,13 @@ from microsnoop.preprocess.normalize import normalize_percentile  # noqa: E402
 
 
 @torch.no_grad()
-def reconstruct_planes(model: MicrosnoopUNet, crops: torch.Tensor, mask: MaskConfig, *, seed: int = 0
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruct_planes(
+    model: MicrosnoopUNet, crops: torch.Tensor, mask: MaskConfig, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked inputs and reconstructions for ``B x 1 x S x S`` crops (fp32, eval mode)."""
-    m = make_patch_mask(crops.shape[0], crops.shape[-2], crops.shape[-1], mask,
-                        generator=torch.Generator().manual_seed(seed))
+    m = make_patch_mask(
+        crops.shape[0], crops.shape[-2], crops.shape[-1], mask, generator=torch.Generator().manual_seed(seed)
+    )
     masked = apply_mask(crops, m)
     return masked, model.eval()(masked)
 
@@ -44,8 +46,9 @@ def crops_from_files(paths: list[Path], contract: PreprocessContract, *, seed: i
     return torch.from_numpy(np.stack(crops))[:, None]
 
 
-def reconstruction_figure(checkpoint: Path, images: list[Path], out: Path, *, mask: MaskConfig,
-                          seed: int = 0, max_rows: int = 6) -> Path:
+def reconstruction_figure(
+    checkpoint: Path, images: list[Path], out: Path, *, mask: MaskConfig, seed: int = 0, max_rows: int = 6
+) -> Path:
     """Write a PNG with one row per plane: original, masked input, reconstruction."""
     model, ckpt = load_unet(checkpoint)
     crops = crops_from_files(images, ckpt.preprocess, seed=seed, max_rows=max_rows)

@@ -17,9 +17,13 @@ DSB_PER_TYPE = {"fluorescence_gray": 36, "stained_color": 12, "brightfield_gray"
 DSB_TYPE = {"fluorescence_gray": "fluorescence", "stained_color": "histology", "brightfield_gray": "brightfield"}
 CELLS_PER_CLASS = 40
 SAMPLES = {  # path under shared/data/samples -> image type
-    "stardist/img2d.tif": "fluorescence", "stardist/histo.jpg": "histology",
-    "instanseg/Fluorescence_example.tif": "fluorescence", "instanseg/HE_example.tif": "histology",
-    "skimage/ihc.png": "histology", "skimage/cell.png": "brightfield", "mahotas/nuclear.png": "fluorescence",
+    "stardist/img2d.tif": "fluorescence",
+    "stardist/histo.jpg": "histology",
+    "instanseg/Fluorescence_example.tif": "fluorescence",
+    "instanseg/HE_example.tif": "histology",
+    "skimage/ihc.png": "histology",
+    "skimage/cell.png": "brightfield",
+    "mahotas/nuclear.png": "fluorescence",
 }
 
 
@@ -44,8 +48,13 @@ def main() -> None:
     for row in dsb.itertuples():
         for sub in ("images", "labels"):
             shutil.copy(args.shared / "dsb2018" / sub / f"{row.image_id}.png", out / "dsb2018" / sub)
-        types.append({"path": f"dsb2018/images/{row.image_id}.png", "type": DSB_TYPE[row.heuristic_modality],
-                      "source": "dsb2018"})
+        types.append(
+            {
+                "path": f"dsb2018/images/{row.image_id}.png",
+                "type": DSB_TYPE[row.heuristic_modality],
+                "source": "dsb2018",
+            }
+        )
     dsb.to_csv(out / "dsb2018" / "manifest.csv", index=False)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     for rel, kind in SAMPLES.items():
@@ -70,8 +79,9 @@ def main() -> None:
     keep = np.sort(np.array(keep))
     sub = cells.set_index("index").loc[keep].reset_index()
     (out / "cellcycle").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "cellcycle" / "cells.npz", images=data["images"][keep],
-                        channel_names=data["channel_names"])
+    np.savez_compressed(
+        out / "cellcycle" / "cells.npz", images=data["images"][keep], channel_names=data["channel_names"]
+    )
     sub.to_csv(out / "cellcycle" / "cells.csv", index=False)
 
 

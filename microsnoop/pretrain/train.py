@@ -30,8 +30,19 @@ from microsnoop.pretrain.schedule import learning_rate
 log = logging.getLogger(__name__)
 
 # Settings that must not change between a run and its resumption.
-TRAJECTORY_KEYS = ("nepoch", "warmup_epochs", "images_per_epoch", "batch_size", "lr", "weight_decay",
-                   "seed", "encoder", "preprocess", "mask", "augment")
+TRAJECTORY_KEYS = (
+    "nepoch",
+    "warmup_epochs",
+    "images_per_epoch",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "encoder",
+    "preprocess",
+    "mask",
+    "augment",
+)
 
 
 @dataclass(frozen=True)
@@ -57,18 +68,35 @@ class _BatchLoader:
         self.num_workers = num_workers
 
     def batches(self, epoch: int, plan: list[list[int]], rank: int, world: int) -> DataLoader[Any]:
-        keyed = [[(epoch, b * 10_000 + j, idx) for j, idx in enumerate(batch)] for b, batch in enumerate(plan)]
-        sampler = DistributedSampler(keyed, num_replicas=world, rank=rank, shuffle=False, drop_last=world > 1)  # type: ignore[arg-type]
-        return DataLoader(keyed, batch_size=None, sampler=sampler, num_workers=self.num_workers,  # type: ignore[arg-type]
-                          collate_fn=lambda b: _collate(b, self.dataset))
+        keyed: list[list[tuple[int, int, int]]] = [
+            [(epoch, b * 10_000 + j, idx) for j, idx in enumerate(batch)] for b, batch in enumerate(plan)
+        ]
+        # Each batch is one item: DistributedSampler hands every rank its share of whole batches.
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            keyed,  # type: ignore[arg-type]
+            num_replicas=world,
+            rank=rank,
+            shuffle=False,
+            drop_last=world > 1,
+        )
+        return DataLoader(
+            keyed,  # type: ignore[arg-type]
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=lambda b: _collate(b, self.dataset),
+        )
 
 
 def _mask_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, batch_index, 11]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, epoch, batch_index, 11]).generate_state(1)[0])
+    )
 
 
-def reconstruction_loss(model: torch.nn.Module, target: torch.Tensor, mask: torch.Tensor,
-                        runtime: Runtime) -> torch.Tensor:
+def reconstruction_loss(
+    model: torch.nn.Module, target: torch.Tensor, mask: torch.Tensor, runtime: Runtime
+) -> torch.Tensor:
     """MSE between the reconstruction of the masked input and the whole target image."""
     masked = apply_mask(target, mask)
     with runtime.autocast():
@@ -86,8 +114,16 @@ def _check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path) 
         )
 
 
-def pretrain(pool_dir: Path, out_dir: Path, config: PretrainConfig, *, device: str = "auto",
-             resume: bool = True, time_budget_s: float | None = None, progress: bool = True) -> PretrainResult:
+def pretrain(
+    pool_dir: Path,
+    out_dir: Path,
+    config: PretrainConfig,
+    *,
+    device: str = "auto",
+    resume: bool = True,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+) -> PretrainResult:
     """Train the U-Net to reconstruct masked crops of the pool; write checkpoints and metrics to ``out_dir``."""
     runtime = init_runtime(device=device, amp=config.amp, channels_last=config.channels_last)
     manifest = load_pool_manifest(pool_dir)
@@ -103,7 +139,7 @@ def pretrain(pool_dir: Path, out_dir: Path, config: PretrainConfig, *, device: s
     torch.manual_seed(config.seed)
     model = MicrosnoopUNet(config.encoder).to(runtime.device)
     if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16 and runtime.device.type == "cuda")
     start_epoch = 0
@@ -121,18 +157,26 @@ def pretrain(pool_dir: Path, out_dir: Path, config: PretrainConfig, *, device: s
         metrics_path.unlink()
     ddp_model: torch.nn.Module = model
     if runtime.world_size > 1:
-        ddp_model = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None
+        )
 
     planes = load_planes(pool_dir, train_rows, config.preprocess, progress=progress and runtime.is_main)
     val_planes = load_planes(pool_dir, val_rows, config.preprocess, progress=False)
     dataset = CropDataset(planes, size=config.preprocess.input_size, augment=config.augment, seed=config.seed)
-    val_crops = fixed_crops(val_planes, size=config.preprocess.input_size, augment=config.augment,
-                            seed=config.seed, limit=64)
+    val_crops = fixed_crops(
+        val_planes, size=config.preprocess.input_size, augment=config.augment, seed=config.seed, limit=64
+    )
     loader = _BatchLoader(dataset, config.num_workers)
     types = train_rows["type"].to_numpy()
-    provenance = {"pool_manifest_hash": pool_hash, "pool_dir": str(pool_dir), "seed": config.seed,
-                  "n_train_planes": len(train_rows), "types": sorted(set(types.tolist())),
-                  "config": config.to_dict()}
+    provenance = {
+        "pool_manifest_hash": pool_hash,
+        "pool_dir": str(pool_dir),
+        "seed": config.seed,
+        "n_train_planes": len(train_rows),
+        "types": sorted(set(types.tolist())),
+        "config": config.to_dict(),
+    }
 
     last_epoch = config.nepoch - 1
     if config.max_epochs_this_run is not None:
@@ -143,18 +187,29 @@ def pretrain(pool_dir: Path, out_dir: Path, config: PretrainConfig, *, device: s
         lr = learning_rate(epoch, base_lr=config.lr, warmup_epochs=config.warmup_epochs, nepoch=config.nepoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        plan = plan_epoch(types, images_per_epoch=config.images_per_epoch, batch_size=config.batch_size,
-                          seed=config.seed, epoch=epoch)
+        plan = plan_epoch(
+            types, images_per_epoch=config.images_per_epoch, batch_size=config.batch_size, seed=config.seed, epoch=epoch
+        )
         ddp_model.train()
         t0 = time.perf_counter()
         losses: list[float] = []
         seen = 0
-        bar = tqdm(total=config.images_per_epoch // runtime.world_size, desc=f"epoch {epoch + 1}/{config.nepoch}",
-                   unit="img", disable=not (progress and runtime.is_main), leave=False)
+        bar = tqdm(
+            total=config.images_per_epoch // runtime.world_size,
+            desc=f"epoch {epoch + 1}/{config.nepoch}",
+            unit="img",
+            disable=not (progress and runtime.is_main),
+            leave=False,
+        )
         for b, target in enumerate(loader.batches(epoch, plan, runtime.rank, runtime.world_size)):
             batch_index = b * runtime.world_size + runtime.rank
-            mask = make_patch_mask(target.shape[0], target.shape[-2], target.shape[-1], config.mask,
-                                   generator=_mask_generator(config.seed, epoch, batch_index))
+            mask = make_patch_mask(
+                target.shape[0],
+                target.shape[-2],
+                target.shape[-1],
+                config.mask,
+                generator=_mask_generator(config.seed, epoch, batch_index),
+            )
             loss = reconstruction_loss(ddp_model, target, mask, runtime)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -168,30 +223,62 @@ def pretrain(pool_dir: Path, out_dir: Path, config: PretrainConfig, *, device: s
         seconds = time.perf_counter() - t0
         val_loss = evaluate_loss(model, val_crops, config, runtime) if len(val_crops) else None
         if runtime.is_main:
-            record = {"epoch": epoch, "lr": lr, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                      "images": seen * runtime.world_size, "seconds": round(seconds, 3),
-                      "img_per_s": round(seen * runtime.world_size / seconds, 3)}
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": val_loss,
+                "images": seen * runtime.world_size,
+                "seconds": round(seconds, 3),
+                "img_per_s": round(seen * runtime.world_size / seconds, 3),
+            }
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             log.info("epoch %d: %s", epoch, record)
             is_last = epoch == last_epoch
             if is_last or (epoch + 1) % config.checkpoint_every == 0:
                 _save_all(model, optimizer, scaler, config, provenance, epoch, last_path, enc_path)
-        out_of_time = time_budget_s is not None and time.perf_counter() - t_run > time_budget_s
+        out_of_time = _agree(time_budget_s is not None and time.perf_counter() - t_run > time_budget_s, runtime)
         if out_of_time and epoch < last_epoch:
             if runtime.is_main:
                 _save_all(model, optimizer, scaler, config, provenance, epoch, last_path, enc_path)
             log.info("time budget of %.0f s reached after epoch %d; resume with the same command", time_budget_s, epoch)
             break
-    return PretrainResult(out_dir=out_dir, last_checkpoint=last_path, encoder_checkpoint=enc_path,
-                          epochs_done=epoch + 1, finished=epoch + 1 >= config.nepoch)
+    return PretrainResult(
+        out_dir=out_dir,
+        last_checkpoint=last_path,
+        encoder_checkpoint=enc_path,
+        epochs_done=epoch + 1,
+        finished=epoch + 1 >= config.nepoch,
+    )
 
 
-def _save_all(model: MicrosnoopUNet, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-              config: PretrainConfig, provenance: dict[str, Any], epoch: int, last_path: Path, enc_path: Path) -> None:
+def _agree(flag: bool, runtime: Runtime) -> bool:
+    """True on every process when any process says so (ranks must stop on the same epoch)."""
+    if runtime.world_size == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=runtime.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _save_all(
+    model: MicrosnoopUNet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: PretrainConfig,
+    provenance: dict[str, Any],
+    epoch: int,
+    last_path: Path,
+    enc_path: Path,
+) -> None:
     prov = {**provenance, "epochs": epoch + 1, "images_seen": (epoch + 1) * config.images_per_epoch}
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "config": config.to_dict()}
+    state = {
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "config": config.to_dict(),
+    }
     save_checkpoint(last_path, model, preprocess=config.preprocess, provenance=prov, training_state=state)
     save_checkpoint(enc_path, model, preprocess=config.preprocess, provenance=prov, encoder_only=True)
 
@@ -203,9 +290,14 @@ def evaluate_loss(model: torch.nn.Module, crops: torch.Tensor, config: PretrainC
     model.eval()
     losses = []
     for start in range(0, len(crops), config.batch_size):
-        target = crops[start:start + config.batch_size]
-        mask = make_patch_mask(target.shape[0], target.shape[-2], target.shape[-1], config.mask,
-                               generator=_mask_generator(config.seed, VALIDATION_EPOCH, start))
+        target = crops[start : start + config.batch_size]
+        mask = make_patch_mask(
+            target.shape[0],
+            target.shape[-2],
+            target.shape[-1],
+            config.mask,
+            generator=_mask_generator(config.seed, VALIDATION_EPOCH, start),
+        )
         losses.append(float(reconstruction_loss(model, target, mask, runtime)) * len(target))
     model.train(was_training)
     return sum(losses) / len(crops)

@@ -27,7 +27,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
     contract = PreprocessContract(input_size=64, lower_percentile=2.0)
     path = save_checkpoint(tmp_path / "m.pt", model, preprocess=contract, provenance={"pool_manifest_hash": "abc"})
     loaded, ckpt = load_unet(path)
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k
     assert ckpt.preprocess == contract
     assert ckpt.encoder == model.config
@@ -41,8 +41,9 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
 def test_encoder_only_half_file_is_smaller_and_close(tmp_path: Path) -> None:
     model = _model()
     full = save_checkpoint(tmp_path / "full.pt", model, preprocess=PreprocessContract(), provenance={})
-    half = save_checkpoint(tmp_path / "enc.pt", model, preprocess=PreprocessContract(), provenance={},
-                           encoder_only=True, half=True)
+    half = save_checkpoint(
+        tmp_path / "enc.pt", model, preprocess=PreprocessContract(), provenance={}, encoder_only=True, half=True
+    )
     assert half.stat().st_size < full.stat().st_size / 2
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():

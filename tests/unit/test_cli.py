@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from microsnoop.cli import app
 
-COMMANDS = ["curate", "pretrain", "export", "reconstruct", "knn", "demo"]
+COMMANDS = ["curate", "pretrain", "export", "loss-curve", "reconstruct", "knn", "demo"]
 
 
 def test_help_lists_every_command() -> None:
@@ -36,10 +36,25 @@ def test_every_option_has_help_text(cmd: str) -> None:
 
 
 def test_curate_and_export_from_the_command_line(tmp_path: Path, demo_data: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "microsnoop", "curate", "--out", str(tmp_path / "pool"),
-                          str(demo_data / "cellprofiler_human")], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "microsnoop",
+            "curate",
+            "--out",
+            str(tmp_path / "pool"),
+            str(demo_data / "cellprofiler_human"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "3 files -> 3 one-channel planes" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "microsnoop", "export", str(tmp_path / "missing.pt"),
-                          "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "microsnoop", "export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert "missing.pt: no such checkpoint file" in bad.stderr and "Traceback" not in bad.stderr

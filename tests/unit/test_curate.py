@@ -46,8 +46,12 @@ def test_bad_images_are_named_counted_and_skipped(tmp_path: Path) -> None:
     manifest, report = curate_pool([src], tmp_path / "pool", progress=False)
     assert report.n_files == 5 and report.n_planes == 1 and len(manifest) == 1
     reasons = {Path(p.split("#")[0]).name: r.split(":")[0] for p, r in report.skipped}
-    assert reasons == {"const.png": "constant", "empty.png": "unreadable", "corrupt.tif": "unreadable",
-                       "nan.npy": "non-finite"}
+    assert reasons == {
+        "const.png": "constant",
+        "empty.png": "unreadable",
+        "corrupt.tif": "unreadable",
+        "nan.npy": "non-finite",
+    }
     assert "skipped 4" in report.summary()
     assert (tmp_path / "pool" / "skipped.tsv").read_text().count("\n") == 4
 

@@ -13,8 +13,14 @@ from microsnoop.demo import knn_report, run_demo
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, demo_data: Path) -> None:
     lines: list[str] = []
-    summary = run_demo(out=tmp_path, data=demo_data, shipped=tmp_path / "no-shipped.pt", epochs=1,
-                       images_per_epoch=16, echo=lines.append)
+    summary = run_demo(
+        out=tmp_path,
+        data=demo_data,
+        shipped=tmp_path / "no-shipped.pt",
+        epochs=1,
+        images_per_epoch=16,
+        echo=lines.append,
+    )
     assert set(summary["scores"]) == {"untrained", "demo (brief)"}
     for s in summary["scores"].values():
         assert s["n_cells"] == 244 and s["n_classes"] == 7 and 0.0 <= s["knn_accuracy"] <= 1.0

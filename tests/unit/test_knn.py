@@ -37,10 +37,14 @@ def test_matches_sklearn_on_random_data() -> None:
     for i in range(120):
         keep = np.arange(120) != i
         clf = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute").fit(feats[keep], labels[keep])
-        theirs.append(clf.predict(feats[i:i + 1])[0])
+        theirs.append(clf.predict(feats[i : i + 1])[0])
     # sklearn breaks ties by lowest label, we by nearest: compare only where the vote is not tied.
     nn_idx = idx[:, 1:6]
-    untied = np.array([np.sort(np.bincount(labels[r], minlength=4))[-1] > np.sort(np.bincount(labels[r], minlength=4))[-2]
-                       for r in nn_idx])
+    untied = np.array(
+        [
+            np.sort(np.bincount(labels[r], minlength=4))[-1] > np.sort(np.bincount(labels[r], minlength=4))[-2]
+            for r in nn_idx
+        ]
+    )
     assert untied.sum() > 60
     assert (ours[untied] == np.asarray(theirs)[untied]).all()

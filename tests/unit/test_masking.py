@@ -9,8 +9,9 @@ from microsnoop.config import MaskConfig
 from microsnoop.models.masking import apply_mask, count_masked_patches, make_patch_mask
 
 
-@pytest.mark.parametrize(("size", "ratio", "expected"), [(224, 0.25, 49), (224, 0.75, 147), (224, 0.05, 10),
-                                                         (64, 0.25, 4), (96, 0.5, 18)])
+@pytest.mark.parametrize(
+    ("size", "ratio", "expected"), [(224, 0.25, 49), (224, 0.75, 147), (224, 0.05, 10), (64, 0.25, 4), (96, 0.5, 18)]
+)
 def test_exact_count_of_zeroed_patches(size: int, ratio: float, expected: int) -> None:
     cfg = MaskConfig(mask_ratio=ratio)
     assert count_masked_patches(size, size, cfg) == expected

@@ -36,8 +36,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_resume_follows_the_uninterrupted_trajectory(demo_pool: Path, tmp_path: Path) -> None:
     cfg = tiny_config(nepoch=3)
     straight = pretrain(demo_pool, tmp_path / "straight", cfg, device="cpu", progress=False)
-    first = pretrain(demo_pool, tmp_path / "resumed", tiny_config(nepoch=3, max_epochs_this_run=2),
-                     device="cpu", progress=False)
+    first = pretrain(
+        demo_pool, tmp_path / "resumed", tiny_config(nepoch=3, max_epochs_this_run=2), device="cpu", progress=False
+    )
     assert first.epochs_done == 2 and not first.finished
     resumed = pretrain(demo_pool, tmp_path / "resumed", cfg, device="cpu", progress=False)
     assert resumed.finished and resumed.epochs_done == 3
@@ -51,11 +52,21 @@ def test_resume_follows_the_uninterrupted_trajectory(demo_pool: Path, tmp_path: 
 
 
 def test_resume_with_other_settings_is_refused(demo_pool: Path, tmp_path: Path) -> None:
-    pretrain(demo_pool, tmp_path / "run", tiny_config(nepoch=2, max_epochs_this_run=1, images_per_epoch=4),
-             device="cpu", progress=False)
+    pretrain(
+        demo_pool,
+        tmp_path / "run",
+        tiny_config(nepoch=2, max_epochs_this_run=1, images_per_epoch=4),
+        device="cpu",
+        progress=False,
+    )
     with pytest.raises(CheckpointError, match="different settings"):
-        pretrain(demo_pool, tmp_path / "run", tiny_config(nepoch=2, images_per_epoch=4, lr=5e-4),
-                 device="cpu", progress=False)
+        pretrain(
+            demo_pool,
+            tmp_path / "run",
+            tiny_config(nepoch=2, images_per_epoch=4, lr=5e-4),
+            device="cpu",
+            progress=False,
+        )
 
 
 @pytest.mark.slow

@@ -1,0 +1,45 @@
+"""Training reports: the loss curve of a run from its metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Per-epoch records of a run (one JSON object per line)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics: Path, out: Path) -> Path:
+    """Train and validation MSE against images seen, with the learning rate on a second axis."""
+    rows = read_metrics(metrics)
+    if not rows:
+        raise ValueError(f"{metrics}: no epochs recorded yet; run 'microsnoop pretrain' first")
+    seen: list[float] = []
+    total = 0.0
+    for r in rows:
+        total += r["images"]
+        seen.append(total)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(seen, [r["train_loss"] for r in rows], label="train MSE", marker=".")
+    if rows[0].get("val_loss") is not None:
+        ax.plot(seen, [r["val_loss"] for r in rows], label="validation MSE (fixed crops and masks)", marker=".")
+    ax.set_xlabel("images seen")
+    ax.set_ylabel("MSE (percentile-normalised pixels)")
+    ax.set_yscale("log")
+    lr_ax = ax.twinx()
+    lr_ax.plot(seen, [r["lr"] for r in rows], color="grey", alpha=0.4, label="learning rate")
+    lr_ax.set_ylabel("learning rate")
+    ax.legend(loc="upper right")
+    ax.set_title(f"{metrics.parent.name}: {len(rows)} epochs, {total} images")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
