@@ -221,6 +221,78 @@ def knn(
 
 
 @app.command()
+def embed(
+    out: Annotated[Path, typer.Option(help="Run folder: embeddings.parquet, cells.parquet (cell-region), "
+                                           "skipped.parquet, run.json, parts/ (resume state).")],
+    folder: Annotated[Path | None, typer.Option(help="Embed every image file under this folder.")] = None,
+    table: Annotated[Path | None, typer.Option(help="CSV/Parquet with a 'path' column (optional Metadata_ImageID, "
+                                                    "index, mask_path and Metadata_* columns).")] = None,
+    stack: Annotated[Path | None, typer.Option(help="Stacked N x C x H x W .npy (memory-mapped) or .npz.")] = None,
+    metadata: Annotated[Path | None, typer.Option(help="CSV with one row per image of --stack (becomes Metadata_*).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Encoder checkpoint; omit with --untrained.")] = None,
+    untrained: Annotated[bool, typer.Option(help="Use a seeded untrained encoder (a baseline).")] = False,
+    mode: Annotated[str, typer.Option(help="single-cell, cell-region (segment or --table mask_path, crop cells by "
+                                           "the paper's box formula, mean per image), rescale or tile.")] = "single-cell",
+    rc: Annotated[float, typer.Option(help="Cell-region rescale constant Rc (2 for BBBC021, 1 for tissue).")] = 2.0,
+    skip_border: Annotated[bool, typer.Option(help="Cell-region: skip cells touching the border (reference).")] = False,
+    nucleus_channel: Annotated[int, typer.Option(help="Cell-region: channel to segment.")] = 0,
+    segmenter: Annotated[str, typer.Option(help="Cell-region without masks: classical (offline) or cellpose "
+                                                "(needs --cellpose-weights).")] = "classical",
+    cellpose_weights: Annotated[Path | None, typer.Option(help="User-supplied Cellpose weights file.")] = None,
+    tile_overlap: Annotated[float, typer.Option(help="Tile mode: overlap fraction of 224 tiles.")] = 0.1,
+    resize_small_to: Annotated[int | None, typer.Option(help="Single-cell: upscale crops smaller than this.")] = None,
+    memory_budget_mb: Annotated[float, typer.Option(help="CPU memory for one chunk of prepared images.")] = 1024.0,
+    chunk_images: Annotated[int | None, typer.Option(help="Images per chunk (overrides the memory budget).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Planes per forward pass on the device.")] = 64,
+    empty: Annotated[str, typer.Option(help="Images with no cells: drop (counted) or zero (reference).")] = "drop",
+    h5ad: Annotated[bool, typer.Option(help="Also write embeddings.h5ad (AnnData).")] = False,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'; torchrun for several GPUs.")] = "auto",
+    amp: Annotated[str, typer.Option(help="Autocast: auto, bf16, fp16 or off.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Embed images in bounded memory, resumably (re-run the same command to resume)."""
+    from microsnoop.device import init_runtime
+    from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
+    from microsnoop.models.checkpoint import file_sha256, load_encoder
+    from microsnoop.profile import ProfileConfig
+    from microsnoop.stream import StreamConfig, run_embedding
+
+    _setup_logging(verbose)
+    given = [x for x in (folder, table, stack) if x is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --folder, --table or --stack")
+    source = (source_from_folder(folder) if folder else source_from_table(table) if table
+              else source_from_stack(stack, metadata))  # type: ignore[arg-type]
+    if checkpoint is not None:
+        encoder = load_encoder(checkpoint)
+        model_id = f"{checkpoint.name}@sha256:{file_sha256(checkpoint)[:16]}"
+    elif untrained:
+        from microsnoop.demo import untrained_encoder
+
+        encoder, model_id = untrained_encoder(0), "untrained(seed=0)"
+    else:
+        raise typer.BadParameter("give --checkpoint PATH or --untrained")
+    segment = None
+    if mode == "cell-region":
+        from microsnoop.segment import make_segmenter
+
+        segment = make_segmenter(segmenter, cellpose_weights).segment
+    result = run_embedding(
+        source, out, encoder, encoder.preprocess, init_runtime(device=device, amp=amp),  # type: ignore[arg-type]
+        model_id=model_id,
+        profile=ProfileConfig(mode=mode, rc=rc, skip_border=skip_border, nucleus_channel=nucleus_channel,
+                              tile_overlap=tile_overlap, resize_small_to=resize_small_to, batch_size=batch_size),
+        stream=StreamConfig(memory_budget_mb=memory_budget_mb, chunk_images=chunk_images, empty=empty,
+                            write_h5ad=h5ad),
+        segment=segment, progress=progress,
+    )
+    typer.echo(f"{result.n_images} images embedded -> {result.embeddings}; {result.n_skipped} skipped "
+               f"(listed in {out / 'skipped.parquet'}); chunks computed {result.chunks_done}, "
+               f"reused {result.chunks_reused}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's pool, run, figure and scores.")] = Path("runs/demo"),
     data: Annotated[Path, typer.Option(help="Demo data folder shipped in the repo.")] = Path("demo_data"),

@@ -10,7 +10,7 @@ from microsnoop.config import PreprocessContract
 from microsnoop.device import Runtime
 from microsnoop.errors import InvalidImageError
 from microsnoop.models.unet import MicrosnoopEncoder
-from microsnoop.preprocess.normalize import prepare_batch
+from microsnoop.preprocess.normalize import prepare_crops
 
 
 def prepare_encoder(encoder: MicrosnoopEncoder, runtime: Runtime) -> MicrosnoopEncoder:
@@ -34,6 +34,36 @@ def embed_planes(
     return np.concatenate(out) if out else np.empty((0, encoder.config.embedding_dim), np.float32)
 
 
+def embed_crops(
+    encoder: MicrosnoopEncoder,
+    crops: list[np.ndarray],
+    contract: PreprocessContract,
+    runtime: Runtime,
+    *,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embed ``C x h x w`` crops (one channel count, any sizes) into ``N x (C * D)``, channel blocks in order.
+
+    Planes are keyed explicitly: row ``i * C + c`` of the prepared batch is crop ``i``, channel ``c``, and
+    the result is indexed by those keys, never by assuming an order elsewhere.
+    """
+    if not crops:
+        return np.empty((0, 0), np.float32)
+    n_ch = crops[0].shape[0]
+    for i, crop in enumerate(crops):
+        if crop.shape[0] != n_ch:
+            raise InvalidImageError(f"crop {i} has {crop.shape[0]} channels, crop 0 has {n_ch}; embed them separately")
+        if crop.dtype.kind == "f" and not np.isfinite(crop).all():
+            raise InvalidImageError(f"crop {i} contains NaN/Inf; clean or drop it before embedding")
+    planes = prepare_crops(crops, contract)
+    emb = embed_planes(encoder, planes, runtime, batch_size=batch_size)
+    image_key = np.repeat(np.arange(len(crops)), n_ch)
+    channel_key = np.tile(np.arange(n_ch), len(crops))
+    out = np.empty((len(crops), n_ch, emb.shape[1]), dtype=np.float32)
+    out[image_key, channel_key] = emb
+    return out.reshape(len(crops), -1)
+
+
 def embed_images(
     encoder: MicrosnoopEncoder,
     images: np.ndarray,
@@ -47,16 +77,10 @@ def embed_images(
     """Embed ``N x C x H x W`` single-cell images into ``N x (C * D)`` (channel blocks in order)."""
     if images.ndim != 4:
         raise InvalidImageError(f"expected N x C x H x W images, got shape {images.shape}; add a channel axis")
-    if images.dtype.kind == "f" and not np.isfinite(images).all():
-        bad = np.flatnonzero(~np.isfinite(images).reshape(len(images), -1).all(axis=1))
-        raise InvalidImageError(f"images {bad[:5].tolist()} contain NaN/Inf; clean or drop them before embedding")
-    n, c = images.shape[:2]
     encoder = prepare_encoder(encoder, runtime)
     dim = encoder.config.embedding_dim
-    out = np.empty((n, c * dim), dtype=np.float32)
-    for start in tqdm(range(0, n, chunk_images), desc="embed", unit="chunk", disable=not progress):
+    out = np.empty((len(images), images.shape[1] * dim), dtype=np.float32)
+    for start in tqdm(range(0, len(images), chunk_images), desc="embed", unit="chunk", disable=not progress):
         chunk = images[start : start + chunk_images]
-        planes = prepare_batch(chunk, contract)  # row i*C + c = image i, channel c
-        emb = embed_planes(encoder, planes, runtime, batch_size=batch_size)
-        out[start : start + len(chunk)] = emb.reshape(len(chunk), c, dim).reshape(len(chunk), c * dim)
+        out[start : start + len(chunk)] = embed_crops(encoder, list(chunk), contract, runtime, batch_size=batch_size)
     return out

@@ -41,24 +41,31 @@ def prepare_batch(images: np.ndarray, contract: PreprocessContract) -> np.ndarra
     Row ``i * C + c`` holds image ``i``, channel ``c``. Images larger than the contract's input
     size keep their size (the encoder pools globally), padded only to a multiple of 8.
     """
-    n, c, h, w = images.shape
-    planes = images.reshape(n * c, h, w)
-    size = max(contract.input_size, -(-h // 8) * 8, -(-w // 8) * 8)
-    out = np.empty((n * c, 1, size, size), dtype=np.float32)
-    for i, plane in enumerate(planes):
-        if contract.normalize_before_pad:
-            p = pad_to_size(
-                normalize_percentile(
-                    plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
-                ),
-                size,
-            )
-        else:
-            p = normalize_percentile(
-                pad_to_size(plane.astype(np.float32), size),
-                lower=contract.lower_percentile,
-                upper=contract.upper_percentile,
-                clip=contract.clip,
-            )
-        out[i, 0] = p
+    return prepare_crops(list(images), contract)
+
+
+def prepare_crops(crops: list[np.ndarray], contract: PreprocessContract) -> np.ndarray:
+    """Like :func:`prepare_batch` for ``C x h x w`` crops of different sizes (all padded to one size)."""
+    if not crops:
+        return np.empty((0, 1, contract.input_size, contract.input_size), np.float32)
+    side = max(max(c.shape[-2:]) for c in crops)
+    size = max(contract.input_size, -(-side // 8) * 8)
+    n_ch = crops[0].shape[0]
+    out = np.zeros((len(crops) * n_ch, 1, size, size), dtype=np.float32)
+    for i, crop in enumerate(crops):
+        h, w = crop.shape[-2:]
+        y0, x0 = (size - h) // 2, (size - w) // 2
+        for c, plane in enumerate(crop):
+            row = out[i * n_ch + c, 0]
+            if contract.normalize_before_pad:
+                row[y0 : y0 + h, x0 : x0 + w] = _norm(plane, contract)
+            else:
+                row[y0 : y0 + h, x0 : x0 + w] = plane
+                out[i * n_ch + c, 0] = _norm(row, contract)
     return out
+
+
+def _norm(plane: np.ndarray, contract: PreprocessContract) -> np.ndarray:
+    return normalize_percentile(
+        plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
+    )

@@ -1,0 +1,123 @@
+"""Image sources for embedding: a folder, a table of paths, or a stacked NPY/NPZ with a metadata CSV.
+
+A source is a table with one row per image: ``Metadata_ImageID`` (unique), ``path``, optional
+``index`` (position in a stacked file) and ``mask_path``, plus any ``Metadata_*`` columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from microsnoop.errors import InvalidImageError, ManifestError
+from microsnoop.io.images import IMAGE_SUFFIXES, read_image, read_raw
+
+ID = "Metadata_ImageID"
+
+
+def _validate(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    if "path" not in table.columns:
+        raise ManifestError(f"{where}: no 'path' column; list one image file per row")
+    if ID not in table.columns:
+        key = table["path"].astype(str)
+        if "index" in table.columns:
+            key = key + "#" + table["index"].astype(str)
+        table = table.assign(**{ID: key})
+    dup = table[ID][table[ID].duplicated()]
+    if len(dup):
+        raise ManifestError(
+            f"{where}: duplicate image ids {dup.head(5).tolist()}; make {ID} unique (e.g. plate/well/site)"
+        )
+    if table.empty:
+        raise ManifestError(f"{where}: no images to embed")
+    return table.reset_index(drop=True)
+
+
+def source_from_folder(folder: Path) -> pd.DataFrame:
+    """Every image file under ``folder`` (recursively); ids are paths relative to it."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    table = pd.DataFrame({"path": [str(p) for p in files], ID: [str(p.relative_to(folder)) for p in files]})
+    return _validate(table, str(folder))
+
+
+def source_from_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet with a ``path`` column (relative paths are taken from the table's folder)."""
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if "path" in table.columns:
+        table["path"] = [str(p if Path(p).is_absolute() else path.parent / p) for p in table["path"].astype(str)]
+    if "mask_path" in table.columns:
+        table["mask_path"] = [
+            None if pd.isna(p) else str(p if Path(str(p)).is_absolute() else path.parent / str(p))
+            for p in table["mask_path"]
+        ]
+    return _validate(table, str(path))
+
+
+def source_from_stack(stack: Path, metadata: Path | None = None) -> pd.DataFrame:
+    """Rows of a stacked ``N x C x H x W`` NPY/NPZ, with metadata columns from a CSV of N rows."""
+    n = _stack_length(stack)
+    table = pd.DataFrame({"path": [str(stack)] * n, "index": np.arange(n)})
+    if metadata is not None:
+        meta = pd.read_csv(metadata)
+        if len(meta) != n:
+            raise ManifestError(f"{metadata}: {len(meta)} rows but {stack} holds {n} images; they must match")
+        renamed = {c: c if c.startswith("Metadata_") else f"Metadata_{c}" for c in meta.columns}
+        table = pd.concat([table, meta.rename(columns=renamed).reset_index(drop=True)], axis=1)
+    return _validate(table, str(stack))
+
+
+def _stack_length(stack: Path) -> int:
+    if stack.suffix == ".npy":
+        return int(np.load(stack, mmap_mode="r").shape[0])
+    with np.load(stack) as z:
+        key = "images" if "images" in z.files else z.files[0]
+        return int(z[key].shape[0])
+
+
+class StackCache:
+    """Opens stacked files lazily: NPY memory-mapped, NPZ loaded once per chunk and then released."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, np.ndarray] = {}
+
+    def get(self, path: str) -> np.ndarray:
+        """The stacked array of ``path``."""
+        if path not in self._open:
+            if path.endswith(".npy"):
+                self._open[path] = np.load(path, mmap_mode="r")
+            else:
+                with np.load(path) as z:
+                    self._open[path] = z["images" if "images" in z.files else z.files[0]]
+        return self._open[path]
+
+    def clear(self) -> None:
+        """Release everything held."""
+        self._open.clear()
+
+
+def load_row(row: dict[str, object], cache: StackCache) -> np.ndarray:
+    """The ``C x H x W`` image of one source row."""
+    path = str(row["path"])
+    index = row.get("index")
+    if index is not None and not (isinstance(index, float) and np.isnan(index)):
+        arr = np.asarray(cache.get(path)[int(index)])  # type: ignore[call-overload]
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise InvalidImageError(f"{path}[{index}]: shape {arr.shape} is not C x H x W")
+        return arr
+    return read_image(path)
+
+
+def load_mask(row: dict[str, object]) -> np.ndarray | None:
+    """The label image of one source row, when the source gives one."""
+    mask_path = row.get("mask_path")
+    if mask_path is None or (isinstance(mask_path, float) and np.isnan(mask_path)):
+        return None
+    labels, _ = read_raw(str(mask_path))
+    labels = np.squeeze(labels)
+    if labels.ndim != 2:
+        raise InvalidImageError(f"{mask_path}: a mask must be one 2-D label image, got shape {labels.shape}")
+    return labels.astype(np.int32)
