@@ -27,6 +27,7 @@ from microsnoop.device import Runtime
 from microsnoop.errors import ChannelMismatchError, ConfigError, InvalidImageError
 from microsnoop.io.sources import ID, StackCache, load_mask, load_row
 from microsnoop.models.unet import MicrosnoopEncoder
+from microsnoop.preprocess.crop import check_mask
 from microsnoop.profile import ImageProfile, ProfileConfig, Segment, profile_images
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def _load_chunk(
                     "embed sets with different channel counts separately"
                 )
             mask = load_mask(row)
+            if mask is not None:
+                check_mask(image, mask, path=where)
         except ChannelMismatchError:
             raise
         except InvalidImageError as exc:

@@ -164,6 +164,32 @@ def test_images_with_no_cells_are_dropped_or_zeroed(tmp_path: Path) -> None:
     assert adata.shape == (1, 32) and "microsnoop" in adata.uns
 
 
+def test_mask_of_the_wrong_shape_is_a_named_skip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name, shape in (("good", (64, 64)), ("bad", (60, 64))):
+        np.save(tmp_path / f"{name}.npy", rng.random((1, 64, 64)).astype(np.float32))
+        labels = np.zeros(shape, np.int32)
+        labels[10:20, 10:20] = 1
+        np.save(tmp_path / f"{name}_mask.npy", labels)
+    table = pd.DataFrame({"path": ["good.npy", "bad.npy"], "mask_path": ["good_mask.npy", "bad_mask.npy"]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    result = _run(source_from_table(tmp_path / "t.csv"), tmp_path / "o", profile=ProfileConfig(mode="cell-region"))
+    assert result.n_images == 1 and result.n_skipped == 1  # type: ignore[attr-defined]
+    assert "bad.npy: mask shape (60, 64) differs" in result.skipped[0]["reason"]  # type: ignore[attr-defined]
+
+
+def test_cell_boxes_larger_than_a_tiny_image_are_clipped(tmp_path: Path) -> None:
+    np.save(tmp_path / "tiny.npy", np.random.default_rng(0).random((2, 12, 12)).astype(np.float32))
+    labels = np.zeros((12, 12), np.int32)
+    labels[3:9, 3:9] = 1
+    np.save(tmp_path / "tiny_mask.npy", labels)
+    pd.DataFrame({"path": ["tiny.npy"], "mask_path": ["tiny_mask.npy"]}).to_csv(tmp_path / "t.csv", index=False)
+    _run(source_from_table(tmp_path / "t.csv"), tmp_path / "o", profile=ProfileConfig(mode="cell-region", rc=4.0))
+    cells, _ = read_embeddings(tmp_path / "o" / "cells.parquet")
+    assert cells[["Metadata_BoxX0", "Metadata_BoxY0", "Metadata_BoxX1", "Metadata_BoxY1"]].iloc[0].tolist() == [
+        0, 0, 12, 12]
+
+
 @pytest.mark.parametrize("mode", ["rescale", "tile"])
 def test_rescale_and_tile_modes(mode: str, demo_data: Path, tmp_path: Path) -> None:
     src = source_from_folder(demo_data / "cellprofiler_human")
