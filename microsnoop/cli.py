@@ -222,22 +222,40 @@ def knn(
 
 @app.command()
 def embed(
-    out: Annotated[Path, typer.Option(help="Run folder: embeddings.parquet, cells.parquet (cell-region), "
-                                           "skipped.parquet, run.json, parts/ (resume state).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder: embeddings.parquet, cells.parquet (cell-region), "
+            "skipped.parquet, run.json, parts/ (resume state)."
+        ),
+    ],
     folder: Annotated[Path | None, typer.Option(help="Embed every image file under this folder.")] = None,
-    table: Annotated[Path | None, typer.Option(help="CSV/Parquet with a 'path' column (optional Metadata_ImageID, "
-                                                    "index, mask_path and Metadata_* columns).")] = None,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV/Parquet with a 'path' column (optional Metadata_ImageID, "
+            "index, mask_path and Metadata_* columns)."
+        ),
+    ] = None,
     stack: Annotated[Path | None, typer.Option(help="Stacked N x C x H x W .npy (memory-mapped) or .npz.")] = None,
-    metadata: Annotated[Path | None, typer.Option(help="CSV with one row per image of --stack (becomes Metadata_*).")] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="CSV with one row per image of --stack (becomes Metadata_*).")
+    ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Encoder checkpoint; omit with --untrained.")] = None,
     untrained: Annotated[bool, typer.Option(help="Use a seeded untrained encoder (a baseline).")] = False,
-    mode: Annotated[str, typer.Option(help="single-cell, cell-region (segment or --table mask_path, crop cells by "
-                                           "the paper's box formula, mean per image), rescale or tile.")] = "single-cell",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="single-cell, cell-region (segment or --table mask_path, crop cells by "
+            "the paper's box formula, mean per image), rescale or tile."
+        ),
+    ] = "single-cell",
     rc: Annotated[float, typer.Option(help="Cell-region rescale constant Rc (2 for BBBC021, 1 for tissue).")] = 2.0,
     skip_border: Annotated[bool, typer.Option(help="Cell-region: skip cells touching the border (reference).")] = False,
     nucleus_channel: Annotated[int, typer.Option(help="Cell-region: channel to segment.")] = 0,
-    segmenter: Annotated[str, typer.Option(help="Cell-region without masks: classical (offline) or cellpose "
-                                                "(needs --cellpose-weights).")] = "classical",
+    segmenter: Annotated[
+        str, typer.Option(help="Cell-region without masks: classical (offline) or cellpose (needs --cellpose-weights).")
+    ] = "classical",
     cellpose_weights: Annotated[Path | None, typer.Option(help="User-supplied Cellpose weights file.")] = None,
     tile_overlap: Annotated[float, typer.Option(help="Tile mode: overlap fraction of 224 tiles.")] = 0.1,
     resize_small_to: Annotated[int | None, typer.Option(help="Single-cell: upscale crops smaller than this.")] = None,
@@ -262,8 +280,13 @@ def embed(
     given = [x for x in (folder, table, stack) if x is not None]
     if len(given) != 1:
         raise typer.BadParameter("give exactly one of --folder, --table or --stack")
-    source = (source_from_folder(folder) if folder else source_from_table(table) if table
-              else source_from_stack(stack, metadata))  # type: ignore[arg-type]
+    source = (
+        source_from_folder(folder)
+        if folder
+        else source_from_table(table)
+        if table
+        else source_from_stack(stack, metadata)
+    )  # type: ignore[arg-type]
     if checkpoint is not None:
         encoder = load_encoder(checkpoint)
         model_id = f"{checkpoint.name}@sha256:{file_sha256(checkpoint)[:16]}"
@@ -279,17 +302,79 @@ def embed(
 
         segment = make_segmenter(segmenter, cellpose_weights).segment
     result = run_embedding(
-        source, out, encoder, encoder.preprocess, init_runtime(device=device, amp=amp),  # type: ignore[arg-type]
+        source,
+        out,
+        encoder,
+        encoder.preprocess,
+        init_runtime(device=device, amp=amp),  # type: ignore[arg-type]
         model_id=model_id,
-        profile=ProfileConfig(mode=mode, rc=rc, skip_border=skip_border, nucleus_channel=nucleus_channel,
-                              tile_overlap=tile_overlap, resize_small_to=resize_small_to, batch_size=batch_size),
-        stream=StreamConfig(memory_budget_mb=memory_budget_mb, chunk_images=chunk_images, empty=empty,
-                            write_h5ad=h5ad),
-        segment=segment, progress=progress,
+        profile=ProfileConfig(
+            mode=mode,
+            rc=rc,
+            skip_border=skip_border,
+            nucleus_channel=nucleus_channel,
+            tile_overlap=tile_overlap,
+            resize_small_to=resize_small_to,
+            batch_size=batch_size,
+        ),
+        stream=StreamConfig(memory_budget_mb=memory_budget_mb, chunk_images=chunk_images, empty=empty, write_h5ad=h5ad),
+        segment=segment,
+        progress=progress,
     )
-    typer.echo(f"{result.n_images} images embedded -> {result.embeddings}; {result.n_skipped} skipped "
-               f"(listed in {out / 'skipped.parquet'}); chunks computed {result.chunks_done}, "
-               f"reused {result.chunks_reused}")
+    typer.echo(
+        f"{result.n_images} images embedded -> {result.embeddings}; {result.n_skipped} skipped "
+        f"(listed in {out / 'skipped.parquet'}); chunks computed {result.chunks_done}, "
+        f"reused {result.chunks_reused}"
+    )
+
+
+@app.command()
+def benchmark(
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="cell-cycle (7 and 5 classes; kNN and 5-fold MLP) or dsb2018-fields "
+            "(image type from derived labels, 1-NN)."
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The suite's data folder, e.g. ../shared/data/cellcycle or "
+            "../shared/data/dsb2018 (demo_data/... for a quick run)."
+        ),
+    ],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help="Encoder checkpoint(s) to score; repeatable.")] = None,
+    untrained: Annotated[bool, typer.Option(help="Also score an untrained network of the same architecture.")] = True,
+    handcrafted: Annotated[bool, typer.Option(help="Also score cp-measure hand-crafted features.")] = True,
+    mlp: Annotated[bool, typer.Option(help="Also run the 5-fold MLP (cell-cycle).")] = True,
+    limit_per_class: Annotated[int | None, typer.Option(help="At most this many items per class (seeded).")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours for kNN (cell-cycle; fields use 1).")] = 11,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    out: Annotated[Path, typer.Option(help="Folder for <suite>.json, <suite>.md and PNG plots.")] = Path(
+        "benchmarks/results/suites"
+    ),
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'.")] = "auto",
+) -> None:
+    """Score embeddings and baselines on a benchmark suite; writes JSON, markdown and plots."""
+    import sys
+
+    from microsnoop.evaluate.report import write_report
+    from microsnoop.evaluate.suites import SUITES, SuiteConfig
+
+    _setup_logging(False)
+    if suite not in SUITES:
+        raise typer.BadParameter(f"unknown suite {suite!r}; choose from {sorted(SUITES)}")
+    checkpoints: dict[str, Path | None] = {p.stem: p for p in checkpoint or []}
+    if untrained:
+        checkpoints["untrained"] = None
+    config = SuiteConfig(
+        limit_per_class=limit_per_class, k=k, n_boot=n_boot, device=device, handcrafted=handcrafted, mlp=mlp
+    )
+    result = SUITES[suite](data, checkpoints, config)
+    paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))
+    typer.echo(paths["md"].read_text())
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 @app.command()

@@ -83,7 +83,9 @@ def profile_images(
             labels = masks[i] if masks is not None and masks[i] is not None else None
             if labels is None:
                 if segment is None:
-                    raise ConfigError("cell-region mode needs a mask per image or a segmenter; pass --masks or --segmenter")
+                    raise ConfigError(
+                        "cell-region mode needs a mask per image or a segmenter; pass --masks or --segmenter"
+                    )
                 labels = segment(image[config.nucleus_channel])
             check_mask(image, labels)
             boxes = cell_boxes(labels, rc=config.rc, sta=config.sta, skip_border=config.skip_border)

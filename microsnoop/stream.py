@@ -78,8 +78,9 @@ def chunk_size(first_image: np.ndarray, contract: PreprocessContract, mode: str,
     return int(np.clip(config.memory_budget_mb * 2**20 // (2 * per_image), 1, 8192))
 
 
-def _fingerprint(source: pd.DataFrame, model_id: str, contract: PreprocessContract, profile: ProfileConfig,
-                 chunk: int) -> str:
+def _fingerprint(
+    source: pd.DataFrame, model_id: str, contract: PreprocessContract, profile: ProfileConfig, chunk: int
+) -> str:
     digest = hashlib.sha256()
     cols = [c for c in (ID, "path", "index", "mask_path") if c in source.columns]
     digest.update(pd.util.hash_pandas_object(source[cols].astype(str), index=False).values.tobytes())
@@ -164,11 +165,19 @@ def _tables(
             emb = np.zeros(len(names), np.float32)
         image_rows.append({**meta, "Metadata_n_cells": len(prof.cells), **dict(zip(names, emb, strict=True))})
         for box, vec in zip(prof.cells, prof.cell_embeddings if prof.cell_embeddings is not None else [], strict=True):
-            cell_rows.append({
-                **meta, "Metadata_CellLabel": box.label, "Metadata_BoxX0": box.x0, "Metadata_BoxY0": box.y0,
-                "Metadata_BoxX1": box.x1, "Metadata_BoxY1": box.y1, "Metadata_CentroidY": box.centroid_y,
-                "Metadata_CentroidX": box.centroid_x, **dict(zip(names, vec, strict=True)),
-            })
+            cell_rows.append(
+                {
+                    **meta,
+                    "Metadata_CellLabel": box.label,
+                    "Metadata_BoxX0": box.x0,
+                    "Metadata_BoxY0": box.y0,
+                    "Metadata_BoxX1": box.x1,
+                    "Metadata_BoxY1": box.y1,
+                    "Metadata_CentroidY": box.centroid_y,
+                    "Metadata_CentroidX": box.centroid_x,
+                    **dict(zip(names, vec, strict=True)),
+                }
+            )
     return pd.DataFrame(image_rows), pd.DataFrame(cell_rows), skipped
 
 
@@ -193,8 +202,15 @@ def run_embedding(
     cache.clear()
     n_chunks = -(-len(records) // chunk)
     fingerprint = _fingerprint(source, model_id, contract, profile, chunk)
-    run_info = {"fingerprint": fingerprint, "model_id": model_id, "contract": contract.to_dict(),
-                "profile": asdict(profile), "chunk_images": chunk, "n_chunks": n_chunks, "n_images": len(records)}
+    run_info = {
+        "fingerprint": fingerprint,
+        "model_id": model_id,
+        "contract": contract.to_dict(),
+        "profile": asdict(profile),
+        "chunk_images": chunk,
+        "n_chunks": n_chunks,
+        "n_images": len(records),
+    }
     _prepare_out(out_dir, run_info, runtime)
     metadata = {"microsnoop": json.dumps({k: v for k, v in run_info.items() if k != "n_chunks"})}
     encoder = encoder.to(runtime.device).eval()
@@ -228,8 +244,9 @@ def run_embedding(
     return result
 
 
-def _merge(out_dir: Path, n_chunks: int, with_cells: bool, metadata: dict[str, str], result: EmbedResult,
-           h5ad: bool) -> EmbedResult:
+def _merge(
+    out_dir: Path, n_chunks: int, with_cells: bool, metadata: dict[str, str], result: EmbedResult, h5ad: bool
+) -> EmbedResult:
     """Concatenate the parts in chunk order into the final files, streaming one part at a time."""
     kinds = ["images", "skipped"] + (["cells"] if with_cells else [])
     counts = {}
@@ -245,8 +262,15 @@ def _merge(out_dir: Path, n_chunks: int, with_cells: bool, metadata: dict[str, s
         tmp.replace(target)
         counts[kind] = merged.num_rows
     skipped = pd.read_parquet(out_dir / "skipped.parquet").to_dict("records") if counts["skipped"] else []
-    result = EmbedResult(out_dir / "embeddings.parquet", out_dir / "cells.parquet" if with_cells else None,
-                         counts["images"], counts["skipped"], result.chunks_done, result.chunks_reused, skipped)
+    result = EmbedResult(
+        out_dir / "embeddings.parquet",
+        out_dir / "cells.parquet" if with_cells else None,
+        counts["images"],
+        counts["skipped"],
+        result.chunks_done,
+        result.chunks_reused,
+        skipped,
+    )
     if h5ad:
         write_h5ad(out_dir / "embeddings.parquet", out_dir / "embeddings.h5ad")
     return result
