@@ -285,8 +285,8 @@ def embed(
         if folder
         else source_from_table(table)
         if table
-        else source_from_stack(stack, metadata)
-    )  # type: ignore[arg-type]
+        else source_from_stack(stack, metadata)  # type: ignore[arg-type]
+    )
     if checkpoint is not None:
         encoder = load_encoder(checkpoint)
         model_id = f"{checkpoint.name}@sha256:{file_sha256(checkpoint)[:16]}"
@@ -306,7 +306,7 @@ def embed(
         out,
         encoder,
         encoder.preprocess,
-        init_runtime(device=device, amp=amp),  # type: ignore[arg-type]
+        init_runtime(device=device, amp=amp),
         model_id=model_id,
         profile=ProfileConfig(
             mode=mode,

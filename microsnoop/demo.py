@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from microsnoop.config import MaskConfig, PreprocessContract, PretrainConfig
+from microsnoop.config import MaskConfig, PretrainConfig
 from microsnoop.curate import curate_pool
 from microsnoop.device import init_runtime
 from microsnoop.embed import embed_images
@@ -31,7 +31,6 @@ def untrained_encoder(seed: int = 0) -> MicrosnoopEncoder:
     """An encoder of the same architecture with seeded random weights (the honest baseline)."""
     torch.manual_seed(seed)
     encoder = MicrosnoopEncoder()
-    encoder.preprocess = PreprocessContract()  # type: ignore[assignment]
     return encoder.eval()
 
 
@@ -64,8 +63,7 @@ def knn_report(
     encoder = load_encoder(checkpoint) if checkpoint else untrained_encoder(seed)
     runtime = init_runtime(device=device)
     t0 = time.perf_counter()
-    contract: PreprocessContract = encoder.preprocess  # type: ignore[assignment]
-    feats = embed_images(encoder, images, contract, runtime, batch_size=batch_size, progress=True)
+    feats = embed_images(encoder, images, encoder.preprocess, runtime, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
     return {
         "encoder": str(checkpoint) if checkpoint else f"untrained(seed={seed})",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +65,7 @@ def profile_images(
     runtime: Runtime,
     config: ProfileConfig,
     *,
-    masks: list[np.ndarray | None] | None = None,
+    masks: Sequence[np.ndarray | None] | None = None,
     segment: Segment | None = None,
 ) -> list[ImageProfile]:
     """Profile ``C x H x W`` images in one mode; the embedder sees all crops of all images in one pass."""

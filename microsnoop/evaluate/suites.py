@@ -88,7 +88,7 @@ def cell_cycle_suite(data_dir: Path, checkpoints: dict[str, Path | None], config
             encoder,
             images,
             encoder.preprocess,
-            runtime,  # type: ignore[arg-type]
+            runtime,
             batch_size=config.batch_size,
             progress=True,
         )
@@ -129,8 +129,10 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
     feature_sets, versions = {}, {}
     profile = ProfileConfig(mode="cell-region", rc=1.0, batch_size=config.batch_size)
     for name, (encoder, version) in _encoders(checkpoints, config.seed).items():
-        profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)  # type: ignore[arg-type]
-        feature_sets[name] = np.stack([p.embedding for p in profs])
+        profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)
+        if any(p.embedding is None for p in profs):
+            raise ValueError(f"{data_dir}: a field has no labelled cells; every suite field needs a ground-truth mask")
+        feature_sets[name] = np.stack([p.embedding for p in profs])  # type: ignore[misc]
         versions[name] = version
     scores = {name: {"knn_1": knn_loo_scores(x, labels, k=1, n_boot=config.n_boot)} for name, x in feature_sets.items()}
     return {

@@ -110,13 +110,14 @@ def load_unet(path: str | Path) -> tuple[MicrosnoopUNet, Checkpoint]:
 def load_encoder(path: str | Path) -> MicrosnoopEncoder:
     """Return a ready (eval-mode, float32) encoder with its contract attached as ``.preprocess``."""
     ckpt = load_checkpoint(path)
-    encoder = MicrosnoopEncoder(ckpt.encoder, l2_normalize=ckpt.preprocess.embedding_norm == "l2")
+    encoder = MicrosnoopEncoder(
+        ckpt.encoder, l2_normalize=ckpt.preprocess.embedding_norm == "l2", preprocess=ckpt.preprocess
+    )
     enc_state = {k: v for k, v in _float_state(ckpt.state_dict).items() if k.startswith("encoder.")}
     missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the stored network config (missing {missing[:3]}...)")
-    encoder.preprocess = ckpt.preprocess  # type: ignore[assignment]
-    encoder.provenance = ckpt.provenance  # type: ignore[assignment]
+    encoder.provenance = ckpt.provenance
     return encoder.eval()
 
 

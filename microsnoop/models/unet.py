@@ -8,11 +8,13 @@ projection on the skip path, style vectors added in the decoder).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from microsnoop.config import EncoderConfig
+from microsnoop.config import EncoderConfig, PreprocessContract
 
 
 def _bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -150,11 +152,22 @@ class MicrosnoopUNet(nn.Module):
 
 
 class MicrosnoopEncoder(nn.Module):
-    """The encoder alone, returning embeddings; what profiling loads."""
+    """The encoder alone, returning embeddings; what profiling loads (with its preprocessing contract)."""
 
-    def __init__(self, config: EncoderConfig | None = None, *, l2_normalize: bool = True) -> None:
+    preprocess: PreprocessContract
+    provenance: dict[str, Any]
+
+    def __init__(
+        self,
+        config: EncoderConfig | None = None,
+        *,
+        l2_normalize: bool = True,
+        preprocess: PreprocessContract | None = None,
+    ) -> None:
         super().__init__()
         self.config = config or EncoderConfig()
+        self.preprocess = preprocess or PreprocessContract()
+        self.provenance = {}
         self.encoder = Encoder(self.config)
         self.l2_normalize = l2_normalize
 
