@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from microsnoop.config import AugmentConfig, EncoderConfig, MaskConfig, PreprocessContract, PretrainConfig
 from microsnoop.errors import MicrosnoopError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Microsnoop: unbiased embeddings of heterogeneous microscopy images.\n\n"
@@ -326,6 +329,100 @@ def embed(
         f"(listed in {out / 'skipped.parquet'}); chunks computed {result.chunks_done}, "
         f"reused {result.chunks_reused}"
     )
+
+
+@app.command()
+def sphere(
+    profiles: Annotated[
+        Path, typer.Argument(help="Embeddings/profiles table (Parquet or CSV) with Metadata_* columns.")
+    ],
+    out: Annotated[Path, typer.Option(help="Sphered table to write (Parquet).")],
+    control_column: Annotated[str, typer.Option(help="Column naming the treatment.")] = "Metadata_Compound",
+    control_value: Annotated[str, typer.Option(help="Value marking negative controls.")] = "DMSO",
+    batch_column: Annotated[str, typer.Option(help="Column defining batches (plates).")] = "Metadata_Plate",
+    scope: Annotated[
+        str, typer.Option(help="batch (one transform per batch) or global (the reference's accidental behaviour).")
+    ] = "batch",
+    reg: Annotated[
+        str, typer.Option(help="Eigenvalue regulariser: 'knee' (knee / 10, reference) or a number.")
+    ] = "knee",
+    variance_floor: Annotated[
+        float,
+        typer.Option(
+            help="Floor on feature variances (reference 1e-3, for embeddings; use ~1e-12 for raw CellProfiler units)."
+        ),
+    ] = 1e-3,
+    missing_controls: Annotated[
+        str,
+        typer.Option(
+            help="A batch without controls: error, or global (fall back to "
+            "the transform fitted on all controls, with a warning)."
+        ),
+    ] = "error",
+    save: Annotated[Path | None, typer.Option(help="Also save the fitted sphering (.npz) for reuse.")] = None,
+    load: Annotated[Path | None, typer.Option(help="Apply a saved sphering instead of fitting.")] = None,
+) -> None:
+    """Sphere profiles (ZCA-corr) fitted on negative controls, per batch or globally."""
+    from microsnoop.postprocess.sphere import SphereConfig, apply_sphering, fit_sphering, load_sphering, save_sphering
+
+    df = _read_table(profiles)
+    if load is not None:
+        fitted = load_sphering(load)
+    else:
+        config = SphereConfig(
+            control_column=control_column,
+            control_value=control_value,
+            batch_column=batch_column,
+            scope=scope,
+            reg=reg if reg == "knee" else float(reg),
+            variance_floor=variance_floor,
+            missing_controls=missing_controls,
+        )
+        fitted = fit_sphering(df, config)
+    if save is not None:
+        save_sphering(save, fitted)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    apply_sphering(df, fitted).to_parquet(out, index=False)
+    typer.echo(
+        f"sphered {len(df)} rows with {len(fitted.transforms)} transform(s) (scope {fitted.config.scope}"
+        f"{', fallbacks ' + str(fitted.fallbacks) if fitted.fallbacks else ''}) -> {out}"
+    )
+
+
+@app.command()
+def aggregate(
+    profiles: Annotated[Path, typer.Argument(help="Profiles table (Parquet or CSV) with Metadata_* columns.")],
+    out: Annotated[Path, typer.Option(help="Aggregated table to write (Parquet).")],
+    level: Annotated[
+        str, typer.Option(help="well (plate + well) or treatment (compound + concentration).")
+    ] = "treatment",
+    by: Annotated[list[str] | None, typer.Option(help="Explicit grouping columns (overrides --level).")] = None,
+    method: Annotated[str, typer.Option(help="mean or median.")] = "mean",
+    empty: Annotated[str, typer.Option(help="Images with no cells: drop (counted) or zero (reference).")] = "drop",
+) -> None:
+    """Aggregate profiles per well or per treatment; images with no cells are dropped and counted."""
+    from microsnoop.postprocess import aggregate as agg
+
+    df, n_empty = agg.drop_empty(_read_table(profiles), empty=empty)
+    if by:
+        result = agg.aggregate(df, list(by), method=method)
+    elif level == "well":
+        result = agg.per_well(df)
+    elif level == "treatment":
+        result = agg.per_treatment(df)
+    else:
+        raise typer.BadParameter("level must be 'well' or 'treatment'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_parquet(out, index=False)
+    typer.echo(f"{len(df)} rows -> {len(result)} groups -> {out}; images with no cells: {n_empty} ({empty})")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such table")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 @app.command()

@@ -16,13 +16,43 @@ import torch
 
 from microsnoop.models.checkpoint import load_encoder
 
-ARGS = ["--depths", "8,16,32", "--input-size", "64", "--nepoch", "2", "--warmup-epochs", "0",
-        "--images-per-epoch", "8", "--batch-size", "2", "--no-progress"]
+ARGS = [
+    "--depths",
+    "8,16,32",
+    "--input-size",
+    "64",
+    "--nepoch",
+    "2",
+    "--warmup-epochs",
+    "0",
+    "--images-per-epoch",
+    "8",
+    "--batch-size",
+    "2",
+    "--no-progress",
+]
 
 
 def _torchrun(pool: Path, out: Path, device: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "microsnoop", "pretrain", "--pool", str(pool), "--out", str(out), "--device", device, *ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "microsnoop",
+        "pretrain",
+        "--pool",
+        str(pool),
+        "--out",
+        str(out),
+        "--device",
+        device,
+        *ARGS,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 

@@ -53,14 +53,23 @@ def test_knn_split_and_mlp_cv() -> None:
 def _treatments() -> pd.DataFrame:
     # Two MoAs; compound c3 is the only other compound of M1 and sits in batch B2.
     rows = [
-        ("c1", "M1", "B1", [1.0, 0.0]), ("c1", "M1", "B1", [0.99, 0.05]),  # same compound: excluded by NSC
+        ("c1", "M1", "B1", [1.0, 0.0]),
+        ("c1", "M1", "B1", [0.99, 0.05]),  # same compound: excluded by NSC
         ("c2", "M2", "B1", [0.9, 0.1]),  # nearest other compound of c1, same batch, wrong MoA
         ("c3", "M1", "B2", [0.7, 0.3]),  # right MoA, other batch
-        ("c4", "M2", "B2", [0.0, 1.0]), ("c5", "M3", "B1", [-1.0, 0.0]), ("c6", "M3", "B1", [-1.0, 0.1]),
+        ("c4", "M2", "B2", [0.0, 1.0]),
+        ("c5", "M3", "B1", [-1.0, 0.0]),
+        ("c6", "M3", "B1", [-1.0, 0.1]),
     ]
-    return pd.DataFrame({"Metadata_Compound": [r[0] for r in rows], "Metadata_MoA": [r[1] for r in rows],
-                         "Metadata_Batch": [r[2] for r in rows], "f0": [r[3][0] for r in rows],
-                         "f1": [r[3][1] for r in rows]})
+    return pd.DataFrame(
+        {
+            "Metadata_Compound": [r[0] for r in rows],
+            "Metadata_MoA": [r[1] for r in rows],
+            "Metadata_Batch": [r[2] for r in rows],
+            "f0": [r[3][0] for r in rows],
+            "f1": [r[3][1] for r in rows],
+        }
+    )
 
 
 def test_nsc_and_nscb_exclusion_rules_on_a_constructed_table() -> None:
@@ -83,14 +92,21 @@ def test_treatment_batch_is_the_most_common() -> None:
 
 def test_replicate_map_with_copairs_by_hand() -> None:
     # Two compounds with 2 replicates each and 2 controls; perfect separation gives AP = 1 for each.
-    df = pd.DataFrame({"Metadata_Compound": ["a", "a", "b", "b", "DMSO", "DMSO"],
-                       "f0": [1.0, 0.95, 0.0, 0.05, 0.7, 0.6], "f1": [0.0, 0.05, 1.0, 0.95, 0.7, 0.8]})
+    df = pd.DataFrame(
+        {
+            "Metadata_Compound": ["a", "a", "b", "b", "DMSO", "DMSO"],
+            "f0": [1.0, 0.95, 0.0, 0.05, 0.7, 0.6],
+            "f1": [0.0, 0.05, 1.0, 0.95, 0.7, 0.8],
+        }
+    )
     treated = df[df.Metadata_Compound != "DMSO"].reset_index(drop=True)
-    out = retrieval_map(treated, ["f0", "f1"], pos_sameby=["Metadata_Compound"],
-                        neg_diffby=["Metadata_Compound"], null_size=100)
+    out = retrieval_map(
+        treated, ["f0", "f1"], pos_sameby=["Metadata_Compound"], neg_diffby=["Metadata_Compound"], null_size=100
+    )
     assert out["mean_ap"] == pytest.approx(1.0) and out["n_queries"] == 4
     swapped = treated.assign(f0=[1.0, 0.0, 0.95, 0.05], f1=[0.0, 1.0, 0.05, 0.95])
     # a1=[1,0], a2=[0,1]: each a's replicate (cosine 0) ranks after both b's -> AP 1/3.
     # b1, b2 (cosine 0.105 to each other) rank one a above and one below their replicate -> AP 1/2.
-    assert retrieval_map(swapped, ["f0", "f1"], pos_sameby=["Metadata_Compound"],
-                         neg_diffby=["Metadata_Compound"], null_size=100)["mean_ap"] == pytest.approx(5 / 12)
+    assert retrieval_map(
+        swapped, ["f0", "f1"], pos_sameby=["Metadata_Compound"], neg_diffby=["Metadata_Compound"], null_size=100
+    )["mean_ap"] == pytest.approx(5 / 12)

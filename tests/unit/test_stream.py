@@ -34,8 +34,9 @@ def _run(source: pd.DataFrame, out: Path, **kw: object) -> object:
     profile = kw.pop("profile", ProfileConfig())
     stream = kw.pop("stream", StreamConfig(chunk_images=50))
     rt = init_runtime(device="cpu", amp="off", channels_last=False)
-    return run_embedding(source, out, _encoder(), CONTRACT, rt, model_id="tiny", profile=profile, stream=stream,
-                         progress=False, **kw)  # type: ignore[arg-type]
+    return run_embedding(
+        source, out, _encoder(), CONTRACT, rt, model_id="tiny", profile=profile, stream=stream, progress=False, **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +123,13 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
 def test_cell_region_on_real_fields_with_ground_truth(demo_data: Path, tmp_path: Path) -> None:
     man = pd.read_csv(demo_data / "dsb2018" / "manifest.csv")
     man = man[man.heuristic_modality == "fluorescence_gray"].head(4)
-    table = pd.DataFrame({
-        "path": [f"dsb2018/images/{i}.png" for i in man.image_id],
-        "mask_path": [f"dsb2018/labels/{i}.png" for i in man.image_id],
-        ID: list(man.image_id),
-    })
+    table = pd.DataFrame(
+        {
+            "path": [f"dsb2018/images/{i}.png" for i in man.image_id],
+            "mask_path": [f"dsb2018/labels/{i}.png" for i in man.image_id],
+            ID: list(man.image_id),
+        }
+    )
     for col in ("path", "mask_path"):
         table[col] = [str(demo_data / p) for p in table[col]]
     table.to_csv(tmp_path / "t.csv", index=False)
@@ -154,8 +157,12 @@ def test_images_with_no_cells_are_dropped_or_zeroed(tmp_path: Path) -> None:
     src = source_from_table(tmp_path / "t.csv")
     dropped = _run(src, tmp_path / "d", profile=ProfileConfig(mode="cell-region"))
     assert dropped.n_images == 0 and dropped.skipped[0]["reason"] == "no cells detected"  # type: ignore[attr-defined]
-    zeroed = _run(src, tmp_path / "z", profile=ProfileConfig(mode="cell-region"),
-                  stream=StreamConfig(chunk_images=5, empty="zero", write_h5ad=True))
+    zeroed = _run(
+        src,
+        tmp_path / "z",
+        profile=ProfileConfig(mode="cell-region"),
+        stream=StreamConfig(chunk_images=5, empty="zero", write_h5ad=True),
+    )
     df, _ = read_embeddings(tmp_path / "z" / "embeddings.parquet")
     assert zeroed.n_images == 1 and not df.filter(like="ch0_").to_numpy().any()  # type: ignore[attr-defined]
     import anndata
@@ -187,7 +194,11 @@ def test_cell_boxes_larger_than_a_tiny_image_are_clipped(tmp_path: Path) -> None
     _run(source_from_table(tmp_path / "t.csv"), tmp_path / "o", profile=ProfileConfig(mode="cell-region", rc=4.0))
     cells, _ = read_embeddings(tmp_path / "o" / "cells.parquet")
     assert cells[["Metadata_BoxX0", "Metadata_BoxY0", "Metadata_BoxX1", "Metadata_BoxY1"]].iloc[0].tolist() == [
-        0, 0, 12, 12]
+        0,
+        0,
+        12,
+        12,
+    ]
 
 
 @pytest.mark.parametrize("mode", ["rescale", "tile"])
@@ -200,16 +211,46 @@ def test_rescale_and_tile_modes(mode: str, demo_data: Path, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_distributed_embedding_on_cpu_equals_single_process(cells: pd.DataFrame, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "tiny.pt", MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))),
-                           preprocess=CONTRACT, provenance={})
+    ckpt = save_checkpoint(
+        tmp_path / "tiny.pt", MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))), preprocess=CONTRACT, provenance={}
+    )
     cells.to_csv(tmp_path / "cells.csv", index=False)
-    args = ["-m", "microsnoop", "embed", "--table", str(tmp_path / "cells.csv"), "--checkpoint", str(ckpt),
-            "--chunk-images", "25", "--device", "cpu", "--amp", "off", "--no-progress"]
+    args = [
+        "-m",
+        "microsnoop",
+        "embed",
+        "--table",
+        str(tmp_path / "cells.csv"),
+        "--checkpoint",
+        str(ckpt),
+        "--chunk-images",
+        "25",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], check=True, env=env, timeout=600)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", "29519", *args, "--out", str(tmp_path / "two")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29519",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, _ = read_embeddings(tmp_path / "one" / "embeddings.parquet")
     two, _ = read_embeddings(tmp_path / "two" / "embeddings.parquet")

@@ -1,0 +1,1 @@
+"""Batch-experiment post-processing: sphering and aggregation."""

@@ -1,0 +1,211 @@
+"""ZCA-corr sphering fitted on negative controls, per batch or globally (method.md, "Sphering")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from microsnoop.errors import ConfigError, MicrosnoopError
+
+log = logging.getLogger(__name__)
+
+
+class FewControlsWarning(UserWarning):
+    """A batch has fewer control rows than features: the transform is regularised, not exact."""
+
+
+class NoControlsError(MicrosnoopError, ValueError):
+    """A batch has no control rows to fit on."""
+
+
+@dataclass(frozen=True)
+class SphereConfig:
+    """Which rows are controls, how batches are defined, and the regularisation."""
+
+    control_column: str = "Metadata_Compound"
+    control_value: str = "DMSO"
+    batch_column: str | None = "Metadata_Plate"
+    scope: str = "batch"
+    reg: float | str = "knee"
+    variance_floor: float = 1e-3
+    missing_controls: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("batch", "global"):
+            raise ConfigError(f"scope must be 'batch' or 'global', got {self.scope!r}")
+        if self.scope == "batch" and not self.batch_column:
+            raise ConfigError("scope='batch' needs a batch_column")
+        if not (self.reg == "knee" or (isinstance(self.reg, float | int) and self.reg > 0)):
+            raise ConfigError(f"reg must be 'knee' or a positive number, got {self.reg!r}")
+        if self.missing_controls not in ("error", "global"):
+            raise ConfigError(f"missing_controls must be 'error' or 'global', got {self.missing_controls!r}")
+
+
+def knee_value(eigenvalues: np.ndarray) -> float:
+    """Eigenvalue at the knee of the sorted (descending) spectrum: the point farthest from the chord.
+
+    The kneedle idea in a few lines of numpy; not worth a dependency. Zero eigenvalues (the null space
+    when there are fewer controls than features) are left out, or the knee would sit on them.
+    """
+    t = np.sort(np.asarray(eigenvalues, np.float64))[::-1]
+    t = t[t > max(t[0], 0.0) * 1e-10]  # null space of a rank-deficient matrix (n <= d) is not the spectrum
+    if len(t) == 0:
+        return 0.0
+    if len(t) < 3:
+        return float(t[-1])
+    x = np.linspace(0.0, 1.0, len(t))
+    span = t[0] - t[-1]
+    y = (t - t[-1]) / span if span > 0 else np.zeros_like(t)
+    distance = (1.0 - x) - y  # chord from (0, 1) to (1, 0); the curve lies below it for a convex spectrum
+    return float(t[int(np.argmax(distance))])
+
+
+@dataclass
+class ZCACorr:
+    """One fitted transform: ``(X - mean) @ W.T``."""
+
+    mean: np.ndarray
+    w: np.ndarray
+    reg: float
+    n_controls: int
+
+    @classmethod
+    def fit(
+        cls, controls: np.ndarray, *, reg: float | str = "knee", variance_floor: float = 1e-3, name: str = "controls"
+    ) -> ZCACorr:
+        """Fit on control rows (n x d)."""
+        x = np.asarray(controls, np.float64)
+        n, d = x.shape
+        if n < 2:
+            raise NoControlsError(f"{name}: {n} control row(s); at least 2 are needed to fit sphering")
+        if n <= d:
+            warnings.warn(
+                f"{name}: {n} controls for {d} features; the correlation matrix is singular, so the "
+                "transform relies on the regulariser (use scope='global' or fewer features for exact sphering)",
+                FewControlsWarning,
+                stacklevel=3,
+            )
+        mean = x.mean(axis=0)
+        var = x.var(axis=0, ddof=1)
+        std = np.sqrt(np.maximum(var, variance_floor))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(x, rowvar=False)
+        r = np.nan_to_num(np.atleast_2d(r), nan=0.0)
+        t, g = np.linalg.eigh(r)
+        t = np.clip(t, 0.0, None)
+        reg_value = knee_value(t) / 10.0 if reg == "knee" else float(reg)
+        reg_value = max(reg_value, 1e-12)
+        w = (g * (1.0 / np.sqrt(np.maximum(t, reg_value)))) @ g.T @ np.diag(1.0 / std)
+        return cls(mean=mean, w=w, reg=reg_value, n_controls=n)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Apply to rows of ``x``."""
+        return (np.asarray(x, np.float64) - self.mean) @ self.w.T
+
+
+@dataclass
+class FittedSphering:
+    """Transforms per batch (or one global one), with the scope actually used."""
+
+    config: SphereConfig
+    features: list[str]
+    transforms: dict[str, ZCACorr] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that are not ``Metadata_*``."""
+    return [c for c in df.columns if not str(c).startswith("Metadata_")]
+
+
+def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | None = None) -> FittedSphering:
+    """Fit on the control rows: one transform per batch (scope 'batch') or one for all ('global')."""
+    features = features or feature_columns(df)
+    is_control = df[config.control_column].astype(str) == str(config.control_value)
+    fitted = FittedSphering(config=config, features=features)
+    controls = df.loc[is_control, features].to_numpy()
+    if config.scope == "global" or config.missing_controls == "global":
+        if len(controls) == 0:
+            raise NoControlsError(
+                f"no rows with {config.control_column} == {config.control_value!r}; check the control name"
+            )
+        fitted.transforms["__global__"] = ZCACorr.fit(
+            controls, reg=config.reg, variance_floor=config.variance_floor, name="all batches"
+        )
+    if config.scope == "batch":
+        assert config.batch_column is not None
+        for batch, rows in df.groupby(df[config.batch_column].astype(str)):
+            ctrl = rows.loc[is_control.loc[rows.index], features].to_numpy()
+            if len(ctrl) < 2:
+                if config.missing_controls == "error":
+                    raise NoControlsError(
+                        f"batch {batch!r}: {len(ctrl)} control rows ({config.control_column} == "
+                        f"{config.control_value!r}); add controls, use scope='global', or missing_controls='global'"
+                    )
+                warnings.warn(
+                    f"batch {batch!r} has no controls: using the global transform", FewControlsWarning, stacklevel=2
+                )
+                fitted.fallbacks.append(str(batch))
+                continue
+            fitted.transforms[str(batch)] = ZCACorr.fit(
+                ctrl, reg=config.reg, variance_floor=config.variance_floor, name=f"batch {batch!r}"
+            )
+    return fitted
+
+
+def apply_sphering(df: pd.DataFrame, fitted: FittedSphering) -> pd.DataFrame:
+    """Sphere every row with its batch's transform (metadata columns kept, order kept)."""
+    out = df.copy()
+    values = df[fitted.features].to_numpy(np.float64)
+    result = np.empty_like(values)
+    if fitted.config.scope == "global":
+        result[:] = fitted.transforms["__global__"].transform(values)
+    else:
+        batches = df[fitted.config.batch_column].astype(str).to_numpy()
+        for batch in np.unique(batches):
+            sel = batches == batch
+            transform = fitted.transforms.get(batch) or fitted.transforms.get("__global__")
+            if transform is None:
+                raise NoControlsError(f"batch {batch!r} was not seen when fitting; refit on data that includes it")
+            result[sel] = transform.transform(values[sel])
+    if not np.isfinite(result).all():
+        raise FloatingPointError("sphering produced non-finite values; check the input features for NaN/Inf")
+    out[fitted.features] = result
+    return out
+
+
+def save_sphering(path: Path, fitted: FittedSphering) -> Path:
+    """Write a fitted sphering as ``.npz`` arrays plus JSON metadata (no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+    batches = list(fitted.transforms)
+    for i, name in enumerate(batches):
+        t = fitted.transforms[name]
+        arrays[f"mean_{i}"], arrays[f"w_{i}"] = t.mean, t.w
+    meta = {
+        "config": asdict(fitted.config),
+        "features": fitted.features,
+        "batches": batches,
+        "reg": [fitted.transforms[b].reg for b in batches],
+        "n_controls": [fitted.transforms[b].n_controls for b in batches],
+        "fallbacks": fitted.fallbacks,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def load_sphering(path: Path) -> FittedSphering:
+    """Read a sphering written by :func:`save_sphering`."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        transforms = {
+            b: ZCACorr(z[f"mean_{i}"], z[f"w_{i}"], meta["reg"][i], meta["n_controls"][i])
+            for i, b in enumerate(meta["batches"])
+        }
+    return FittedSphering(SphereConfig(**meta["config"]), meta["features"], transforms, meta["fallbacks"])
