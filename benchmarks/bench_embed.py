@@ -60,44 +60,74 @@ def bench_modes(shared: Path, n_cells: int, n_fields: int, device: torch.device)
     masks = [iio.imread(shared / "dsb2018" / "labels" / f"{i}.png").astype(np.int32) for i in man.image_id]
     low = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     out: dict[str, Any] = {"n_cells": len(cells), "n_fields": len(fields), "n_field_cells": int(man.n_nuclei.sum())}
-    for name, rt in {"fp32_eager": Runtime(device, None, False), "bf16_channels_last": Runtime(device, low, True)}.items():
-        enc = encoder.to(memory_format=torch.channels_last) if rt.channels_last else encoder.to(
-            memory_format=torch.contiguous_format)
+    for name, rt in {
+        "fp32_eager": Runtime(device, None, False),
+        "bf16_channels_last": Runtime(device, low, True),
+    }.items():
+        enc = (
+            encoder.to(memory_format=torch.channels_last)
+            if rt.channels_last
+            else encoder.to(memory_format=torch.contiguous_format)
+        )
         sc = ProfileConfig(mode="single-cell", batch_size=64)
         profile_images(enc, list(cells[:8]), contract, rt, sc)  # warm-up
         s = _timed(lambda: profile_images(enc, list(cells), contract, rt, sc))  # noqa: B023
         ff = ProfileConfig(mode="cell-region", rc=1.0, batch_size=64)
         f = _timed(lambda: profile_images(enc, fields, contract, rt, ff, masks=masks))  # noqa: B023
         out[name] = {
-            "single_cell_img_per_s": round(len(cells) / s, 2), "single_cell_planes_per_s": round(3 * len(cells) / s, 2),
+            "single_cell_img_per_s": round(len(cells) / s, 2),
+            "single_cell_planes_per_s": round(3 * len(cells) / s, 2),
             "full_field_fields_per_s": round(len(fields) / f, 3),
             "full_field_cells_per_s": round(out["n_field_cells"] / f, 2),
         }
         print(name, out[name], flush=True)  # noqa: T201 - benchmark progress
     out["bf16_over_fp32_single_cell"] = round(
-        out["bf16_channels_last"]["single_cell_img_per_s"] / out["fp32_eager"]["single_cell_img_per_s"], 2)
+        out["bf16_channels_last"]["single_cell_img_per_s"] / out["fp32_eager"]["single_cell_img_per_s"], 2
+    )
     out["bf16_over_fp32_full_field"] = round(
-        out["bf16_channels_last"]["full_field_fields_per_s"] / out["fp32_eager"]["full_field_fields_per_s"], 2)
+        out["bf16_channels_last"]["full_field_fields_per_s"] / out["fp32_eager"]["full_field_fields_per_s"], 2
+    )
     return out
 
 
 def bench_rss(sizes: list[int], workdir: Path) -> dict[str, Any]:
     """Peak RSS (MiB) of the embed command over stacks of different sizes, same chunking."""
     torch.manual_seed(0)
-    ckpt = save_checkpoint(workdir / "tiny.pt", MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))),
-                           preprocess=PreprocessContract(input_size=64), provenance={"note": "benchmark only"})
+    ckpt = save_checkpoint(
+        workdir / "tiny.pt",
+        MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))),
+        preprocess=PreprocessContract(input_size=64),
+        provenance={"note": "benchmark only"},
+    )
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"network": "tiny (depths 8/16/32, 64 input): measures streaming memory only",
-                           "chunk_images": 256}
+    out: dict[str, Any] = {
+        "network": "tiny (depths 8/16/32, 64 input): measures streaming memory only",
+        "chunk_images": 256,
+    }
     for n in sizes:
         stack = np.lib.format.open_memmap(workdir / f"s{n}.npy", mode="w+", dtype=np.uint16, shape=(n, 3, 68, 68))
         for start in range(0, n, 1000):
-            stack[start:start + 1000] = rng.integers(0, 4000, (min(1000, n - start), 3, 68, 68), dtype=np.uint16)
+            stack[start : start + 1000] = rng.integers(0, 4000, (min(1000, n - start), 3, 68, 68), dtype=np.uint16)
         stack.flush()
         del stack
-        cmd = [sys.executable, "-c", RSS_WRAPPER, sys.executable, "-m", "microsnoop", "embed", "--stack",
-               str(workdir / f"s{n}.npy"), "--checkpoint", str(ckpt), "--out", str(workdir / f"out{n}"),
-               "--chunk-images", "256", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-c",
+            RSS_WRAPPER,
+            sys.executable,
+            "-m",
+            "microsnoop",
+            "embed",
+            "--stack",
+            str(workdir / f"s{n}.npy"),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(workdir / f"out{n}"),
+            "--chunk-images",
+            "256",
+            "--no-progress",
+        ]
         t0 = time.perf_counter()
         kib = int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         out[f"images_{n}"] = {"peak_rss_mib": round(kib / 1024, 1), "seconds": round(time.perf_counter() - t0, 1)}
@@ -111,8 +141,12 @@ def bench_rss(sizes: list[int], workdir: Path) -> dict[str, Any]:
 def main() -> None:
     """Run the benchmarks and write one JSON file."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                    help="the shared data folder (BBBC021 cells, DSB2018 fields)")
+    ap.add_argument(
+        "--shared",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="the shared data folder (BBBC021 cells, DSB2018 fields)",
+    )
     ap.add_argument("--cells", type=int, default=256, help="single cells to embed per precision")
     ap.add_argument("--fields", type=int, default=12, help="full fields to embed per precision")
     ap.add_argument("--rss-sizes", default="1000,20000", help="comma-separated stack sizes for the RSS test")
@@ -122,8 +156,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/embed_<device>.json)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    results: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    results: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if not args.skip_modes:
         results["throughput"] = bench_modes(args.shared, args.cells, args.fields, device)
     if not args.skip_rss:

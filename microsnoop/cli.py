@@ -332,6 +332,39 @@ def embed(
 
 
 @app.command()
+def segment(
+    out: Annotated[Path, typer.Option(help="Folder for <stem>_mask.tif label images and masks.csv (counts).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    channel: Annotated[int, typer.Option(help="Channel to segment (usually the nuclei).")] = 0,
+    segmenter: Annotated[
+        str, typer.Option(help="classical (offline, no weights), cellpose (needs --cellpose-weights) or auto.")
+    ] = "auto",
+    cellpose_weights: Annotated[Path | None, typer.Option(help="User-supplied Cellpose 3 weights file.")] = None,
+    sigma: Annotated[float, typer.Option(help="Classical: Gaussian blur sigma.")] = 1.0,
+    threshold: Annotated[str, typer.Option(help="Classical: otsu or local.")] = "otsu",
+    min_size: Annotated[int, typer.Option(help="Classical: smallest object kept (pixels).")] = 15,
+    min_distance: Annotated[int, typer.Option(help="Classical: minimum distance between nucleus centres.")] = 7,
+    invert: Annotated[bool, typer.Option(help="Classical: objects are darker than the background.")] = False,
+) -> None:
+    """Segment nuclei into label TIFFs with cell counts; unreadable files are listed, not fatal."""
+    from microsnoop.curate import list_images
+    from microsnoop.segment import ClassicalConfig, make_segmenter, segment_files
+
+    _setup_logging(False)
+    config = ClassicalConfig(
+        sigma=sigma, threshold=threshold, min_size=min_size, min_distance=min_distance, invert=invert
+    )
+    table = segment_files(
+        list_images(list(images)), out, make_segmenter(segmenter, cellpose_weights, config=config), channel=channel
+    )
+    failed = int((table["error"] != "").sum())
+    typer.echo(
+        f"{len(table) - failed} images segmented, {int(table['n_cells'].sum())} cells; {failed} failed; "
+        f"see {out / 'masks.csv'}"
+    )
+
+
+@app.command()
 def sphere(
     profiles: Annotated[
         Path, typer.Argument(help="Embeddings/profiles table (Parquet or CSV) with Metadata_* columns.")
