@@ -478,7 +478,9 @@ def benchmark(
     untrained: Annotated[bool, typer.Option(help="Also score an untrained network of the same architecture.")] = True,
     handcrafted: Annotated[bool, typer.Option(help="Also score cp-measure hand-crafted features.")] = True,
     mlp: Annotated[bool, typer.Option(help="Also run the 5-fold MLP (cell-cycle).")] = True,
-    limit_per_class: Annotated[int | None, typer.Option(help="At most this many items per class (seeded).")] = None,
+    limit_per_class: Annotated[
+        int | None, typer.Option(help="At most this many items per class (per well for bbbc021-cells), seeded.")
+    ] = None,
     k: Annotated[int, typer.Option(help="Neighbours for kNN (cell-cycle; fields use 1).")] = 11,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     out: Annotated[Path, typer.Option(help="Folder for <suite>.json, <suite>.md and PNG plots.")] = Path(
@@ -490,18 +492,19 @@ def benchmark(
     import sys
 
     from microsnoop.evaluate.report import write_report
-    from microsnoop.evaluate.suites import SUITES, SuiteConfig
+    from microsnoop.evaluate.suites import SuiteConfig, suites
 
     _setup_logging(False)
-    if suite not in SUITES:
-        raise typer.BadParameter(f"unknown suite {suite!r}; choose from {sorted(SUITES)}")
+    registry = suites()
+    if suite not in registry:
+        raise typer.BadParameter(f"unknown suite {suite!r}; choose from {sorted(registry)}")
     checkpoints: dict[str, Path | None] = {p.stem: p for p in checkpoint or []}
     if untrained:
         checkpoints["untrained"] = None
     config = SuiteConfig(
         limit_per_class=limit_per_class, k=k, n_boot=n_boot, device=device, handcrafted=handcrafted, mlp=mlp
     )
-    result = SUITES[suite](data, checkpoints, config)
+    result = registry[suite](data, checkpoints, config)
     paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))
     typer.echo(paths["md"].read_text())
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -16,66 +16,69 @@ from microsnoop import __version__  # noqa: E402
 
 
 def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flatten a suite result to rows: feature set, task, protocol, metric, value, interval."""
-    rows = []
-    for feature_set, tasks in result["scores"].items():
-        for task, protocols in tasks.items():
-            if "accuracy" in protocols:  # a single-protocol entry (e.g. knn_1)
-                protocols = {task: protocols}
-                task = "-"
-            for protocol, s in protocols.items():
-                for metric in ("accuracy", "macro_f1"):
-                    lo, hi = s[f"{metric}_ci95"]
+    """Flatten a suite result to rows: feature set, score path, metric, value and (when known) 95 % interval."""
+    rows: list[dict[str, Any]] = []
+
+    def walk(feature_set: str, path: list[str], node: Any) -> None:
+        if isinstance(node, dict):
+            for metric in ("accuracy", "macro_f1"):
+                if metric in node:
+                    ci = node.get(f"{metric}_ci95")
                     rows.append(
                         {
                             "feature_set": feature_set,
-                            "task": task,
-                            "protocol": protocol,
+                            "score": "/".join(path) or "-",
                             "metric": metric,
-                            "value": s[metric],
-                            "ci95": [lo, hi],
+                            "value": float(node[metric]),
+                            "ci95": list(ci) if ci is not None else None,
                         }
                     )
+            for key, child in node.items():
+                if key not in ("accuracy", "macro_f1") and isinstance(child, dict | float):
+                    walk(feature_set, [*path, key], child)
+        elif isinstance(node, float) and path and not path[-1].endswith(("ci95", "iou")):
+            rows.append(
+                {
+                    "feature_set": feature_set,
+                    "score": "/".join(path[:-1]) or "-",
+                    "metric": path[-1],
+                    "value": node,
+                    "ci95": None,
+                }
+            )
+
+    for feature_set, tree in result["scores"].items():
+        walk(feature_set, [], tree)
     return rows
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """A markdown table of the suite's scores with 95 % bootstrap intervals."""
+    """A markdown table of the suite's scores with 95 % bootstrap intervals where computed."""
     lines = [
         f"### {result['suite']} (n = {result['n']})",
         "",
-        "| features | task | protocol | accuracy [95% CI] | macro-F1 [95% CI] |",
-        "|---|---|---|---|---|",
+        "| features | score | metric | value [95% CI] |",
+        "|---|---|---|---|",
     ]
-    rows = score_rows(result)
-    for r in rows[::2]:
-        f1 = next(
-            x
-            for x in rows
-            if x["metric"] == "macro_f1"
-            and x["feature_set"] == r["feature_set"]
-            and x["task"] == r["task"]
-            and x["protocol"] == r["protocol"]
-        )
-        lines.append(
-            f"| {r['feature_set']} | {r['task']} | {r['protocol']} | {r['value']:.3f} "
-            f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {f1['value']:.3f} "
-            f"[{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}] |"
-        )
+    for r in score_rows(result):
+        ci = f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r["ci95"] else ""
+        lines.append(f"| {r['feature_set']} | {r['score']} | {r['metric']} | {r['value']:.3f}{ci} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_scores(result: dict[str, Any], out: Path) -> Path:
     """Horizontal bars of accuracy with 95 % intervals, one per feature set and protocol."""
-    rows = [r for r in score_rows(result) if r["metric"] == "accuracy"]
-    labels = [f"{r['feature_set']} | {r['task']} | {r['protocol']}" for r in rows]
+    rows = [r for r in score_rows(result) if r["metric"] != "macro_f1"]
+    labels = [f"{r['feature_set']} | {r['score']} | {r['metric']}" for r in rows]
     values = np.array([r["value"] for r in rows])
-    err = np.array([[r["value"] - r["ci95"][0], r["ci95"][1] - r["value"]] for r in rows]).T
+    err = np.array(
+        [[r["value"] - r["ci95"][0], r["ci95"][1] - r["value"]] if r["ci95"] else [0.0, 0.0] for r in rows]
+    ).T
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
     ax.barh(range(len(rows)), values, xerr=err, color="tab:blue", alpha=0.7, capsize=3)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy (95% bootstrap interval)")
+    ax.set_xlabel("score (accuracy or mAP; 95% bootstrap interval where computed)")
     ax.set_title(f"{result['suite']} (n = {result['n']})")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
@@ -111,7 +114,7 @@ def write_report(result: dict[str, Any], out_dir: Path, *, command: str) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     name = result["suite"]
     paths = {"scores_png": plot_scores(result, out_dir / f"{name}_scores.png")}
-    for feature_set, feats in result["embeddings"].items():
+    for feature_set, feats in result.get("embeddings", {}).items():
         paths[f"map_{feature_set}"] = plot_map(
             feats,
             np.asarray(result["labels"]),

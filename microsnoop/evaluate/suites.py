@@ -156,4 +156,13 @@ def _hash_arrays(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
-SUITES = {"cell-cycle": cell_cycle_suite, "dsb2018-fields": dsb2018_fields_suite}
+def suites() -> dict[str, Any]:
+    """Suite name -> function ``(data_dir, checkpoints, config) -> result``."""
+    from microsnoop.evaluate.bbbc021 import bbbc021_cells_suite, bbbc021_profiles_suite
+
+    return {
+        "cell-cycle": cell_cycle_suite,
+        "dsb2018-fields": dsb2018_fields_suite,
+        "bbbc021-profiles": bbbc021_profiles_suite,
+        "bbbc021-cells": bbbc021_cells_suite,
+    }
