@@ -16,7 +16,7 @@ from microsnoop.evaluate.classification import bootstrap_ci
 from microsnoop.evaluate.handcrafted import handcrafted_features
 from microsnoop.evaluate.moa import MoAColumns, moa_accuracy, treatment_batch
 from microsnoop.evaluate.retrieval import retrieval_map
-from microsnoop.evaluate.suites import SuiteConfig, _encoders, _hash_arrays
+from microsnoop.evaluate.suites import SuiteConfig, hash_array, load_encoders
 from microsnoop.postprocess.aggregate import per_treatment, per_well
 from microsnoop.postprocess.sphere import (
     FewControlsWarning,
@@ -85,7 +85,7 @@ def bbbc021_profiles_suite(data_dir: Path, checkpoints: dict[str, Path | None], 
         "n": len(wells),
         "n_features": len(features),
         "classes": dict(wells["Metadata_MoA"].value_counts()),
-        "data_hash": _hash_arrays(wells[features].to_numpy()),
+        "data_hash": hash_array(wells[features].to_numpy()),
         "models": {k: "CellProfiler (Ljosa 2013)" for k in variants},
         "scores": scores,
     }
@@ -112,7 +112,7 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: dict[str, Path | None], con
     feature_sets: dict[str, np.ndarray] = {}
     versions: dict[str, str] = {}
     runtime = init_runtime(device=config.device)
-    for name, (encoder, version) in _encoders(checkpoints, config.seed).items():
+    for name, (encoder, version) in load_encoders(checkpoints, config.seed).items():
         feature_sets[name] = embed_images(
             encoder, images, encoder.preprocess, runtime, batch_size=config.batch_size, progress=True
         )
@@ -156,7 +156,7 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: dict[str, Path | None], con
         "suite": "bbbc021-cells",
         "n": len(sub),
         "classes": dict(md.Metadata_Compound.value_counts()),
-        "data_hash": _hash_arrays(images),
+        "data_hash": hash_array(images),
         "models": versions,
         "scores": scores,
     }

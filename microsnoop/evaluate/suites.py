@@ -39,7 +39,8 @@ class SuiteConfig:
     mlp: bool = True
 
 
-def _encoders(checkpoints: dict[str, Path | None], seed: int) -> dict[str, tuple[MicrosnoopEncoder, str]]:
+def load_encoders(checkpoints: dict[str, Path | None], seed: int) -> dict[str, tuple[MicrosnoopEncoder, str]]:
+    """Name -> (encoder, version string); ``None`` gives the seeded untrained network."""
     out = {}
     for name, path in checkpoints.items():
         if path is None:
@@ -82,7 +83,7 @@ def cell_cycle_suite(data_dir: Path, checkpoints: dict[str, Path | None], config
     feature_sets: dict[str, np.ndarray] = {}
     versions: dict[str, str] = {}
     runtime = init_runtime(device=config.device)
-    for name, (encoder, version) in _encoders(checkpoints, config.seed).items():
+    for name, (encoder, version) in load_encoders(checkpoints, config.seed).items():
         log.info("embedding %d cells with %s", len(images), name)
         feature_sets[name] = embed_images(
             encoder,
@@ -105,7 +106,7 @@ def cell_cycle_suite(data_dir: Path, checkpoints: dict[str, Path | None], config
         "suite": "cell-cycle",
         "n": len(labels7),
         "classes": dict(pd.Series(labels7).value_counts()),
-        "data_hash": _hash_arrays(images),
+        "data_hash": hash_array(images),
         "models": versions,
         "scores": scores,
         "embeddings": {k: v for k, v in feature_sets.items()},
@@ -128,7 +129,7 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
     runtime = init_runtime(device=config.device)
     feature_sets, versions = {}, {}
     profile = ProfileConfig(mode="cell-region", rc=1.0, batch_size=config.batch_size)
-    for name, (encoder, version) in _encoders(checkpoints, config.seed).items():
+    for name, (encoder, version) in load_encoders(checkpoints, config.seed).items():
         profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)
         if any(p.embedding is None for p in profs):
             raise ValueError(f"{data_dir}: a field has no labelled cells; every suite field needs a ground-truth mask")
@@ -152,7 +153,8 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).astype(np.float32)[None]
 
 
-def _hash_arrays(images: np.ndarray) -> str:
+def hash_array(images: np.ndarray) -> str:
+    """SHA-256 of an array's bytes: the identity of a suite's inputs."""
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
