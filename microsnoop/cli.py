@@ -340,10 +340,16 @@ def segment(
         str, typer.Option(help="classical (offline, no weights), cellpose (needs --cellpose-weights) or auto.")
     ] = "auto",
     cellpose_weights: Annotated[Path | None, typer.Option(help="User-supplied Cellpose 3 weights file.")] = None,
-    sigma: Annotated[float, typer.Option(help="Classical: Gaussian blur sigma.")] = 1.0,
+    sigma: Annotated[float, typer.Option(help="Classical: Gaussian blur sigma.")] = 0.5,
     threshold: Annotated[str, typer.Option(help="Classical: otsu or local.")] = "otsu",
-    min_size: Annotated[int, typer.Option(help="Classical: smallest object kept (pixels).")] = 15,
-    min_distance: Annotated[int, typer.Option(help="Classical: minimum distance between nucleus centres.")] = 7,
+    min_size: Annotated[int, typer.Option(help="Classical: smallest object kept (pixels).")] = 30,
+    min_distance: Annotated[
+        int | None,
+        typer.Option(
+            help="Classical: minimum distance between nucleus centres; "
+            "default adapts to each image's median nucleus radius."
+        ),
+    ] = None,
     invert: Annotated[bool, typer.Option(help="Classical: objects are darker than the background.")] = False,
 ) -> None:
     """Segment nuclei into label TIFFs with cell counts; unreadable files are listed, not fatal."""
