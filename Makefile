@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
 
 test: lint
-	$(PY) -m pytest -m "not gpu" --timeout=900
+	$(PY) -m pytest -m "not gpu" --timeout=900 --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check microsnoop tests benchmarks scripts
