@@ -465,6 +465,63 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 @app.command()
+def evaluate(
+    embeddings: Annotated[
+        Path, typer.Argument(help="Embeddings/profiles table (Parquet or CSV) with Metadata_* columns.")
+    ],
+    label: Annotated[str, typer.Option(help="Metadata column holding the class (e.g. Metadata_label, Metadata_MoA).")],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="knn (leave-one-out, or train/test with --split-column), mlp "
+            "(5-fold stratified MLP) or moa (1-NN NSC/NSCB over treatment "
+            "profiles; needs Metadata_Compound and --batch-column)."
+        ),
+    ] = "knn",
+    k: Annotated[int, typer.Option(help="Neighbours for knn.")] = 11,
+    split_column: Annotated[
+        str | None, typer.Option(help="knn: column with 'train'/'test' rows instead of leave-one-out.")
+    ] = None,
+    batch_column: Annotated[str, typer.Option(help="moa: batch column for NSCB.")] = "Metadata_Batch",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+) -> None:
+    """Score an embeddings table: kNN, MLP or the BBBC021 MoA protocol, with 95% bootstrap intervals."""
+    import numpy as np
+
+    from microsnoop.evaluate import classification as cls
+    from microsnoop.evaluate.moa import MoAColumns, moa_accuracy
+    from microsnoop.postprocess.sphere import feature_columns
+
+    df = _read_table(embeddings)
+    if label not in df.columns:
+        raise typer.BadParameter(
+            f"{embeddings}: no column {label!r}; Metadata columns: "
+            f"{[c for c in df.columns if c.startswith('Metadata_')]}"
+        )
+    feats = feature_columns(df)
+    x, y = df[feats].to_numpy(np.float64), df[label].astype(str).to_numpy()
+    if protocol == "knn" and split_column:
+        train, test = (df[split_column] == "train").to_numpy(), (df[split_column] == "test").to_numpy()
+        pred = cls.knn_predict_split(x[train], y[train], x[test], k)
+        scores = {"k": k, **cls.scores_with_intervals(y[test], pred, n_boot=n_boot)}
+    elif protocol == "knn":
+        scores = cls.knn_loo_scores(x, y, k=k, n_boot=n_boot)
+    elif protocol == "mlp":
+        scores = cls.scores_with_intervals(y, cls.mlp_predict_cv(x, y), n_boot=n_boot)
+    elif protocol == "moa":
+        res = moa_accuracy(df, feats, columns=MoAColumns(moa=label, batch=batch_column))
+        scores = {k2: v for k2, v in res.items() if not k2.endswith("_hits")}
+    else:
+        raise typer.BadParameter("protocol must be knn, mlp or moa")
+    text = json.dumps(scores, indent=2, default=str)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    typer.echo(text)
+
+
+@app.command()
 def benchmark(
     suite: Annotated[
         str,

@@ -11,7 +11,21 @@ from typer.testing import CliRunner
 
 from microsnoop.cli import app
 
-COMMANDS = ["curate", "pretrain", "export", "loss-curve", "reconstruct", "knn", "demo"]
+COMMANDS = [
+    "curate",
+    "pretrain",
+    "export",
+    "loss-curve",
+    "reconstruct",
+    "knn",
+    "segment",
+    "embed",
+    "sphere",
+    "aggregate",
+    "evaluate",
+    "benchmark",
+    "demo",
+]
 
 
 def test_help_lists_every_command() -> None:
@@ -58,3 +72,36 @@ def test_curate_and_export_from_the_command_line(tmp_path: Path, demo_data: Path
     )
     assert bad.returncode == 2
     assert "missing.pt: no such checkpoint file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_an_embeddings_table(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 20)
+    x = rng.normal(size=(40, 5)) * 0.3
+    x[y == "a", 0] += 3.0  # two directions: cosine kNN separates them
+    x[y == "b", 1] += 3.0
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)]).assign(Metadata_label=y)
+    df.to_parquet(tmp_path / "e.parquet")
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "e.parquet"),
+            "--label",
+            "Metadata_label",
+            "--k",
+            "3",
+            "--n-boot",
+            "20",
+            "--out",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["accuracy"] == 1.0 and scores["k"] == 3
