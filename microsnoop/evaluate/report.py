@@ -16,7 +16,10 @@ from microsnoop import __version__  # noqa: E402
 
 
 def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flatten a suite result to rows: feature set, score path, metric, value and (when known) 95 % interval."""
+    """Flatten a suite result to rows: feature set, score path, metric, value and (when known) 95 % interval.
+
+    Per-class F1 and confusion matrices stay in the JSON only.
+    """
     rows: list[dict[str, Any]] = []
 
     def walk(feature_set: str, path: list[str], node: Any) -> None:
@@ -34,7 +37,7 @@ def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                         }
                     )
             for key, child in node.items():
-                if key not in ("accuracy", "macro_f1") and isinstance(child, dict | float):
+                if key not in ("accuracy", "macro_f1", "per_class_f1") and isinstance(child, dict | float):
                     walk(feature_set, [*path, key], child)
         elif isinstance(node, float) and path and not path[-1].endswith(("ci95", "iou")):
             rows.append(
