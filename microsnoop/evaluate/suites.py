@@ -16,7 +16,7 @@ from microsnoop.device import init_runtime
 from microsnoop.embed import embed_images
 from microsnoop.evaluate.classification import knn_loo_scores, mlp_predict_cv, scores_with_intervals
 from microsnoop.evaluate.handcrafted import handcrafted_features
-from microsnoop.io.images import read_raw
+from microsnoop.io.images import read_image, read_raw
 from microsnoop.models.checkpoint import file_sha256, load_encoder
 from microsnoop.models.unet import MicrosnoopEncoder
 from microsnoop.profile import ProfileConfig, profile_images
@@ -120,9 +120,7 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
     man = man.iloc[_sample(man["heuristic_modality"], config.limit_per_class, config.seed)].reset_index(drop=True)
     fields, masks = [], []
     for image_id in man.image_id:
-        img, _ = read_raw(data_dir / "images" / f"{image_id}.png")
-        img = np.moveaxis(img[..., :3], -1, 0) if img.ndim == 3 else img[None]
-        fields.append(img[:1] if img.shape[0] == 3 and np.array_equal(img[0], img[1]) else _gray(img))
+        fields.append(read_image(data_dir / "images" / f"{image_id}.png", gray_rgb=True))
         lab, _ = read_raw(data_dir / "labels" / f"{image_id}.png")
         masks.append(lab.astype(np.int32))
     labels = man["heuristic_modality"].to_numpy()
@@ -147,10 +145,6 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
         "embeddings": feature_sets,
         "labels": labels,
     }
-
-
-def _gray(img: np.ndarray) -> np.ndarray:
-    return (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).astype(np.float32)[None]
 
 
 def hash_array(images: np.ndarray) -> str:
