@@ -70,6 +70,7 @@ def knn_report(
         "k": k,
         "n_cells": len(labels),
         "n_classes": len(set(labels.tolist())),
+        "majority_share": float(pd.Series(labels).value_counts(normalize=True).iloc[0]),
         "knn_accuracy": knn_accuracy_loo(feats, labels, k),
         "embed_img_per_s": round(images.shape[0] * images.shape[1] / seconds, 2),
     }
@@ -116,7 +117,9 @@ def run_demo(
     scores = {name: knn_report(cells, labels_csv, checkpoint=path, k=11) for name, path in encoders.items()}
     echo("[5/5] leave-one-out 11-NN accuracy (cosine) on the same cells")
     n = next(iter(scores.values()))
-    echo(f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; chance = majority class share")
+    echo(
+        f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; majority-class share {n['majority_share']:.3f}"
+    )
     for name, s in scores.items():
         echo(f"      {name:<14} {s['knn_accuracy']:.3f}   ({s['embed_img_per_s']:.1f} planes/s)")
     summary = {
