@@ -117,9 +117,8 @@ def run_demo(
     scores = {name: knn_report(cells, labels_csv, checkpoint=path, k=11) for name, path in encoders.items()}
     echo("[5/5] leave-one-out 11-NN accuracy (cosine) on the same cells")
     n = next(iter(scores.values()))
-    echo(
-        f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; majority-class share {n['majority_share']:.3f}"
-    )
+    share = n["majority_share"]
+    echo(f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; majority-class share {share:.3f}")
     for name, s in scores.items():
         echo(f"      {name:<14} {s['knn_accuracy']:.3f}   ({s['embed_img_per_s']:.1f} planes/s)")
     summary = {
