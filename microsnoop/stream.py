@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from microsnoop.config import PreprocessContract
 from microsnoop.device import Runtime
+from microsnoop.embed import prepare_encoder
 from microsnoop.errors import ChannelMismatchError, ConfigError, InvalidImageError
 from microsnoop.io.sources import ID, StackCache, load_mask, load_row
 from microsnoop.models.unet import MicrosnoopEncoder
@@ -198,7 +199,8 @@ def run_embedding(
     stream = stream or StreamConfig()
     records = source.to_dict("records")
     cache = StackCache()
-    chunk = chunk_size(load_row(records[0], cache), contract, profile.mode, stream)
+    first = load_row(records[0], cache)
+    chunk = chunk_size(first, contract, profile.mode, stream)
     cache.clear()
     n_chunks = -(-len(records) // chunk)
     fingerprint = _fingerprint(source, model_id, contract, profile, chunk)
@@ -213,8 +215,8 @@ def run_embedding(
     }
     _prepare_out(out_dir, run_info, runtime)
     metadata = {"microsnoop": json.dumps({k: v for k, v in run_info.items() if k != "n_chunks"})}
-    encoder = encoder.to(runtime.device).eval()
-    names = feature_names(int(load_row(records[0], cache).shape[0]), encoder.config.embedding_dim)
+    encoder = prepare_encoder(encoder, runtime)  # same device and memory format as the inputs
+    names = feature_names(first.shape[0], encoder.config.embedding_dim)
     n_channels = len(names) // encoder.config.embedding_dim
     cache.clear()
     done = reused = 0
