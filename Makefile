@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
+LINT_PATHS := microsnoop services components pipelines dashboard tests benchmarks scripts
 
 .PHONY: demo test lint bench venv clean
 
@@ -22,8 +23,8 @@ test: lint
 	$(PY) -m pytest -m "not gpu" --timeout=900 --durations=15
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check microsnoop tests benchmarks scripts
-	$(VENV)/bin/ruff check microsnoop tests benchmarks scripts
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

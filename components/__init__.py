@@ -1,0 +1,1 @@
+"""Components: a thin layer over microsnoop and services."""

@@ -1,0 +1,1 @@
+"""Dashboard: a thin layer over microsnoop and services."""

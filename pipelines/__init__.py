@@ -1,0 +1,1 @@
+"""Pipelines: a thin layer over microsnoop and services."""
