@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -590,8 +591,20 @@ def demo(
     run_demo(out=out, data=data, shipped=shipped, epochs=epochs, images_per_epoch=images_per_epoch, echo=typer.echo)
 
 
+def load_plugins(target: typer.Typer) -> None:
+    """Add commands from installed plugins (entry-point group ``microsnoop.cli``), e.g. the platform layer."""
+    for entry in entry_points(group="microsnoop.cli"):
+        try:
+            register = entry.load()
+        except ImportError as exc:  # the platform extra is not installed: core commands still work
+            logging.getLogger(__name__).debug("plugin %s not loaded: %s", entry.name, exc)
+            continue
+        register(target)
+
+
 def main() -> None:
     """Entry point: run the app, turning library errors into one clear line and exit code 2."""
+    load_plugins(app)
     try:
         app()
     except MicrosnoopError as exc:
