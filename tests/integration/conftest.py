@@ -1,1 +1,3 @@
 """Session fixtures that start real servers (embedded PostgreSQL, S3 via `weed mini`, MLflow on SQLite)."""
+
+from tests.integration._s3 import s3_server  # noqa: F401
