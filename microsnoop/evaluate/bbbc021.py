@@ -54,7 +54,7 @@ def moa_protocol(
         if batch_name == "week":
             out["nsc"] = _mean_ci(res["nsc_hits"], config)
         out[f"nscb_{batch_name}"] = {**_mean_ci(res["nscb_hits"], config), "dropped_moas": res["nscb_dropped_moas"]}
-    out["moa_map"] = retrieval_map(
+    moa_map = retrieval_map(
         profiles,
         features,
         pos_sameby=["Metadata_MoA"],
@@ -62,7 +62,10 @@ def moa_protocol(
         neg_diffby=["Metadata_MoA"],
         null_size=1000,
         seed=config.seed,
-    )["mean_ap"]
+        n_boot=config.n_boot,
+    )
+    out["moa_map"] = moa_map["mean_ap"]
+    out["moa_map_ci95"] = list(moa_map["mean_ap_ci95"])
     return out
 
 
@@ -136,6 +139,7 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: dict[str, Path | None], con
             neg_diffby=["Metadata_Compound", "Metadata_Concentration"],
             null_size=1000,
             seed=config.seed,
+            n_boot=config.n_boot,
         )
         treated = wells[wells.Metadata_Compound != "DMSO"].reset_index(drop=True)
         vs_dmso = pd.concat([treated, wells[wells.Metadata_Compound == "DMSO"]]).reset_index(drop=True)
@@ -146,10 +150,13 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: dict[str, Path | None], con
             neg_diffby=["Metadata_IsControl"],
             null_size=1000,
             seed=config.seed,
+            n_boot=config.n_boot,
         )
         scores[name] = {
             "dose_replicate_map": dose["mean_ap"],
+            "dose_replicate_map_ci95": list(dose["mean_ap_ci95"]),
             "treated_vs_dmso_map": sep["mean_ap"],
+            "treated_vs_dmso_map_ci95": list(sep["mean_ap_ci95"]),
             "n_wells": len(wells),
         }
     return {

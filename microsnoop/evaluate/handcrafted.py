@@ -62,3 +62,34 @@ def handcrafted_features(
         rows.append(np.nan_to_num(np.asarray(data, np.float64), nan=0.0, posinf=0.0, neginf=0.0))
         columns = cols
     return np.concatenate(rows), list(columns or [])
+
+
+def field_features(
+    fields: list[np.ndarray], masks: list[np.ndarray], *, progress: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """Per-field mean of cp-measure features over the labelled cells of each full field.
+
+    Fields of any channel count are reduced to their channel mean first so every field has the same
+    feature columns (DSB2018 mixes grey fluorescence with RGB histology). Fields without cells give 0.
+    """
+    from cp_measure.featurizer import featurize, make_featurizer_config
+
+    config = make_featurizer_config(
+        ["gray"], objects=["cell"], radial_zernikes=False, zernike=False, correlation_costes=False
+    )
+    rows: list[np.ndarray | None] = []
+    columns: list[str] = []
+    for field, mask in tqdm(
+        zip(fields, masks, strict=True), total=len(fields), desc="cp-measure", disable=not progress
+    ):
+        plane = field.astype(np.float32) if field.ndim == 2 else field.astype(np.float32).mean(axis=0)
+        hi = float(np.percentile(plane, 99.9)) or 1.0
+        pixels = np.clip(plane / hi, 0, 1)[None, None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, cols, _ = featurize(pixels, mask.astype(np.int32)[None, None], config)
+        columns = list(cols)
+        values = np.nan_to_num(np.asarray(data, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        rows.append(values.mean(axis=0) if len(values) else None)
+    width = len(columns)
+    return np.stack([r if r is not None else np.zeros(width) for r in rows]), columns

@@ -22,33 +22,23 @@ def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
 
-    def walk(feature_set: str, path: list[str], node: Any) -> None:
-        if isinstance(node, dict):
-            for metric in ("accuracy", "macro_f1"):
-                if metric in node:
-                    ci = node.get(f"{metric}_ci95")
-                    rows.append(
-                        {
-                            "feature_set": feature_set,
-                            "score": "/".join(path) or "-",
-                            "metric": metric,
-                            "value": float(node[metric]),
-                            "ci95": list(ci) if ci is not None else None,
-                        }
-                    )
-            for key, child in node.items():
-                if key not in ("accuracy", "macro_f1", "per_class_f1") and isinstance(child, dict | float):
-                    walk(feature_set, [*path, key], child)
-        elif isinstance(node, float) and path and not path[-1].endswith(("ci95", "iou")):
-            rows.append(
-                {
-                    "feature_set": feature_set,
-                    "score": "/".join(path[:-1]) or "-",
-                    "metric": path[-1],
-                    "value": node,
-                    "ci95": None,
-                }
-            )
+    def walk(feature_set: str, path: list[str], node: dict[str, Any]) -> None:
+        for key, child in node.items():
+            if key == "per_class_f1" or key.endswith(("ci95", "iou")):
+                continue
+            if isinstance(child, float):
+                ci = node.get(f"{key}_ci95")
+                rows.append(
+                    {
+                        "feature_set": feature_set,
+                        "score": "/".join(path) or "-",
+                        "metric": key,
+                        "value": child,
+                        "ci95": list(ci) if ci is not None else None,
+                    }
+                )
+            elif isinstance(child, dict):
+                walk(feature_set, [*path, key], child)
 
     for feature_set, tree in result["scores"].items():
         walk(feature_set, [], tree)

@@ -15,7 +15,7 @@ from microsnoop.demo import untrained_encoder
 from microsnoop.device import init_runtime
 from microsnoop.embed import embed_images
 from microsnoop.evaluate.classification import knn_loo_scores, mlp_predict_cv, scores_with_intervals
-from microsnoop.evaluate.handcrafted import handcrafted_features
+from microsnoop.evaluate.handcrafted import field_features, handcrafted_features
 from microsnoop.io.images import read_image, read_raw
 from microsnoop.models.checkpoint import file_sha256, load_encoder
 from microsnoop.models.unet import MicrosnoopEncoder
@@ -133,6 +133,10 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
             raise ValueError(f"{data_dir}: a field has no labelled cells; every suite field needs a ground-truth mask")
         feature_sets[name] = np.stack([p.embedding for p in profs])  # type: ignore[misc]
         versions[name] = version
+    if config.handcrafted:
+        log.info("cp-measure features for %d fields (mean over ground-truth cells)", len(fields))
+        feature_sets["cellprofiler_cp_measure"], _ = field_features(fields, masks, progress=True)
+        versions["cellprofiler_cp_measure"] = "cp-measure per cell (grey), mean per field"
     scores = {name: {"knn_1": knn_loo_scores(x, labels, k=1, n_boot=config.n_boot)} for name, x in feature_sets.items()}
     return {
         "suite": "dsb2018-fields",

@@ -15,7 +15,7 @@ from microsnoop.evaluate.classification import (
     scores_with_intervals,
 )
 from microsnoop.evaluate.moa import moa_accuracy, treatment_batch
-from microsnoop.evaluate.retrieval import retrieval_map
+from microsnoop.evaluate.retrieval import mean_ci95, retrieval_map
 
 
 def test_classification_scores_by_hand() -> None:
@@ -107,6 +107,19 @@ def test_replicate_map_with_copairs_by_hand() -> None:
     swapped = treated.assign(f0=[1.0, 0.0, 0.95, 0.05], f1=[0.0, 1.0, 0.05, 0.95])
     # a1=[1,0], a2=[0,1]: each a's replicate (cosine 0) ranks after both b's -> AP 1/3.
     # b1, b2 (cosine 0.105 to each other) rank one a above and one below their replicate -> AP 1/2.
-    assert retrieval_map(
+    mixed = retrieval_map(
         swapped, ["f0", "f1"], pos_sameby=["Metadata_Compound"], neg_diffby=["Metadata_Compound"], null_size=100
-    )["mean_ap"] == pytest.approx(5 / 12)
+    )
+    assert mixed["mean_ap"] == pytest.approx(5 / 12)
+    # Query APs are 1/3, 1/3, 1/2, 1/2: the bootstrap interval of their mean lies within [1/3, 1/2] and is not a point.
+    lo, hi = mixed["mean_ap_ci95"]
+    assert 1 / 3 - 1e-9 <= lo < 5 / 12 < hi <= 1 / 2 + 1e-9
+
+
+def test_mean_ci95_matches_a_direct_bootstrap() -> None:
+    values = np.array([0.0, 1.0, 0.5, 0.25, 0.75])
+    rng = np.random.default_rng(3)
+    means = [values[rng.integers(0, 5, 5)].mean() for _ in range(400)]
+    assert mean_ci95(values, n_boot=400, seed=3) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    with pytest.raises(ValueError, match="no values"):
+        mean_ci95(np.array([]))
