@@ -1,0 +1,10 @@
+"""Component: put a source table's images into the object store by content hash."""
+
+from kfp.dsl import Dataset, Output
+
+
+def stage_images(source_table: str, staged: Output[Dataset]) -> dict:
+    """Upload the images of a path table; the staged table carries their store URIs."""
+    from services.steps import stage_source_step
+
+    return stage_source_step(source_table, staged.path)

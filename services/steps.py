@@ -1,0 +1,334 @@
+"""One function per pipeline stage: plain paths and strings in, files and a small summary out.
+
+The KFP components in ``components/`` are typed signatures that call exactly one of these; the same
+functions run from a laptop, a test or a cluster step. Settings are read at call time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.settings import PlatformSettings, load_settings
+
+log = logging.getLogger(__name__)
+MODES = ("single-cell", "cell-region", "rescale", "tile")
+
+
+def _settings(settings: PlatformSettings | None) -> PlatformSettings:
+    return settings if settings is not None else load_settings()
+
+
+def code_revision() -> str:
+    """The git commit of the code that runs (``unknown`` outside a checkout, e.g. in an image)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def curate_step(inputs: list[str], out_dir: str, *, types_table: str = "") -> dict[str, Any]:
+    """Curate a pretraining pool from image folders or a path/type table; returns the pool summary."""
+    from microsnoop.curate import curate_pool
+    from microsnoop.models.checkpoint import file_sha256
+
+    out = Path(out_dir)
+    _, report = curate_pool(
+        [Path(p) for p in inputs], out, types_table=Path(types_table) if types_table else None, progress=False
+    )
+    if report.n_planes == 0:
+        raise ValueError(f"curate: no usable planes from {inputs or types_table}; see the skipped files: {report}")
+    return {"n_planes": report.n_planes, "manifest_sha256": file_sha256(out / "manifest.parquet")}
+
+
+def pretrain_step(
+    pool_dir: str, out_dir: str, *, epochs: int, images_per_epoch: int, warmup_epochs: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """Masked-reconstruction pretraining; returns the encoder checkpoint path and the parameters."""
+    from microsnoop.config import PretrainConfig
+    from microsnoop.pretrain.train import pretrain
+
+    config = PretrainConfig(nepoch=epochs, warmup_epochs=warmup_epochs, images_per_epoch=images_per_epoch)
+    result = pretrain(Path(pool_dir), Path(out_dir), config, device=device, resume=True, progress=False)
+    params = {"nepoch": epochs, "warmup_epochs": warmup_epochs, "images_per_epoch": images_per_epoch}
+    # Relative to the model folder: the next step sees the artifact under another path (another pod).
+    name = str(result.encoder_checkpoint.relative_to(Path(out_dir)))
+    return {"checkpoint_name": name, "epochs_done": result.epochs_done, "params": params}
+
+
+def evaluate_models_step(
+    candidate: str, data_dir: str, out_dir: str, *, baseline: str = "", limit_per_class: int = 4, n_boot: int = 200
+) -> dict[str, Any]:
+    """Score a candidate encoder, an optional baseline and the untrained network on the full-field suite."""
+    from microsnoop.evaluate.report import write_report
+    from microsnoop.evaluate.suites import SuiteConfig, suites
+
+    checkpoints: dict[str, Path | None] = {"candidate": Path(candidate), "untrained": None}
+    if baseline:
+        checkpoints["baseline"] = Path(baseline)
+    config = SuiteConfig(limit_per_class=limit_per_class, n_boot=n_boot, handcrafted=False, mlp=False)
+    result = suites()["dsb2018-fields"](Path(data_dir), checkpoints, config)
+    paths = write_report(result, Path(out_dir), command=f"evaluate_models_step({candidate!r}, {data_dir!r})")
+    scores = {name: float(s["knn_1"]["accuracy"]) for name, s in result["scores"].items()}
+    return {
+        "metric": "dsb2018_fields_knn1_accuracy",
+        "scores": scores,
+        "models": result["models"],
+        "markdown": paths["md"].read_text(),
+        "report_json": str(paths["json"]),
+    }
+
+
+def register_step(
+    checkpoint: str,
+    evaluation: dict[str, Any],
+    *,
+    pool: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    baseline: str = "",
+    settings: PlatformSettings | None = None,
+) -> dict[str, Any]:
+    """Register the candidate (and the baseline, once) in MLflow; ``champion`` moves only on improvement."""
+    from services.registry import register_encoder
+
+    settings = _settings(settings)
+    metric = evaluation["metric"]
+    lineage = {
+        "pool_manifest_sha256": (pool or {}).get("manifest_sha256", "n/a"),
+        "training": json.dumps(params or {}, sort_keys=True),
+        "code_revision": code_revision(),
+        "evaluation_models": json.dumps(evaluation.get("models", {}), sort_keys=True),
+    }
+    out: dict[str, Any] = {}
+    if baseline:
+        base = register_encoder(
+            settings,
+            Path(baseline),
+            lineage={**lineage, "pool_manifest_sha256": "shipped", "training": "shipped model"},
+            scores={metric: evaluation["scores"]["baseline"]},
+            primary_metric=metric,
+        )
+        out["baseline_version"] = base.version
+    reg = register_encoder(
+        settings,
+        Path(checkpoint),
+        lineage=lineage,
+        scores={metric: evaluation["scores"]["candidate"]},
+        primary_metric=metric,
+    )
+    out.update(
+        {
+            "name": reg.name,
+            "version": reg.version,
+            "promoted": reg.promoted,
+            "model_uri": f"models:/{reg.name}/{reg.version}",
+        }
+    )
+    return out
+
+
+def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings | None = None) -> dict[str, Any]:
+    """Store a source table's images by content hash and copy them into a self-contained staged folder.
+
+    The staged folder (``source.csv`` with paths relative to it, plus ``images/``) travels between
+    pipeline steps as one artifact; ``Metadata_ImageURI`` points at the object store copy.
+    """
+    import shutil
+
+    from microsnoop.io.sources import source_from_table
+    from services.storage import open_store
+
+    table = source_from_table(Path(source.removeprefix("file://")))
+    store = open_store(_settings(settings))
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    uris, paths, objects = [], [], []
+    for path in table["path"]:
+        stored = store.put_file(Path(path), kind="images")
+        objects.append(stored)
+        local = Path("images") / f"{stored.sha256}{Path(path).suffix.lower()}"
+        if not (out / local).exists():
+            shutil.copyfile(path, out / local)
+        uris.append(stored.uri)
+        paths.append(str(local))
+    table["Metadata_ImageURI"], table["path"] = uris, paths
+    table.to_csv(out / "source.csv", index=False)
+    manifest = store.write_manifest(f"staged-{Path(source).stem}", objects, extra={"source": source})
+    return {"n_images": len(table), "manifest": manifest}
+
+
+def segment_step(source_dir: str, out_dir: str, *, channel: int = 0, segmenter: str = "auto") -> dict[str, Any]:
+    """Segment every image of a staged folder into a new self-contained folder with ``mask_path`` added."""
+    import shutil
+
+    from microsnoop.segment import make_segmenter, segment_files
+
+    src, out = Path(source_dir), Path(out_dir)
+    table = pd.read_csv(src / "source.csv")
+    shutil.copytree(src / "images", out / "images", dirs_exist_ok=True)
+    files = [str(out / p) for p in table["path"]]
+    masks = segment_files(files, out / "masks", make_segmenter(segmenter, None), channel=channel, progress=False)
+    failed = masks[masks["error"] != ""]
+    if len(failed):
+        log.warning("segment: %d images failed: %s", len(failed), failed[["path", "error"]].to_dict("records"))
+    ok = masks[masks["error"] == ""].set_index("path")
+    table = table[[f in ok.index for f in files]].copy()
+    kept = [str(out / p) for p in table["path"]]
+    table["mask_path"] = [str(Path(ok.loc[f, "mask_path"]).relative_to(out)) for f in kept]
+    table["Metadata_SegmentedCells"] = [int(ok.loc[f, "n_cells"]) for f in kept]
+    table.to_csv(out / "source.csv", index=False)
+    return {"n_images": len(table), "n_cells": int(table["Metadata_SegmentedCells"].sum()), "failed": len(failed)}
+
+
+def model_version_of(checkpoint: Path, settings: PlatformSettings) -> str:
+    """``<name>/<version>`` when the checkpoint is registered, else ``sha256:<first 16 hex>``."""
+    from microsnoop.models.checkpoint import file_sha256
+    from services.registry import list_versions
+
+    sha = file_sha256(checkpoint)
+    try:
+        versions = list_versions(settings)
+    except Exception as exc:  # noqa: BLE001 - a registry that is down must not stop embedding
+        log.warning("registry unavailable (%s): versioning embeddings by checkpoint hash", exc)
+        versions = pd.DataFrame()
+    if "checkpoint_sha256" in versions.columns:
+        hit = versions[versions["checkpoint_sha256"] == sha]
+        if len(hit):
+            return f"{settings.model_name}/{hit['version'].iloc[0]}"
+    return f"sha256:{sha[:16]}"
+
+
+def embed_step(
+    source_dir: str,
+    out_dir: str,
+    *,
+    model_ref: str = "champion",
+    mode: str = "cell-region",
+    rc: float = 1.0,
+    device: str = "auto",
+    settings: PlatformSettings | None = None,
+) -> dict[str, Any]:
+    """Embed a (segmented) source table with a registered or local encoder, resumably."""
+    from microsnoop.device import init_runtime
+    from microsnoop.io.sources import source_from_table
+    from microsnoop.models.checkpoint import load_encoder
+    from microsnoop.profile import ProfileConfig
+    from microsnoop.stream import run_embedding
+    from services.registry import resolve_encoder
+
+    if mode not in MODES:
+        raise ValueError(f"embed: mode {mode!r} is not one of {MODES}")
+    settings = _settings(settings)
+    checkpoint = resolve_encoder(settings, model_ref)
+    version = model_version_of(checkpoint, settings)
+    encoder = load_encoder(checkpoint)
+    source = source_from_table(Path(source_dir) / "source.csv")
+    result = run_embedding(
+        source,
+        Path(out_dir),
+        encoder,
+        encoder.preprocess,
+        init_runtime(device=device),
+        model_id=version,
+        profile=ProfileConfig(mode=mode, rc=rc),
+        progress=False,
+    )
+    (Path(out_dir) / "model_version.txt").write_text(version)
+    return {"model_version": version, "n_images": result.n_images, "n_skipped": result.n_skipped}
+
+
+def sphere_step(
+    embeddings_dir: str,
+    out_dir: str,
+    *,
+    control_column: str = "Metadata_Compound",
+    control_value: str = "DMSO",
+    batch_column: str = "Metadata_Plate",
+) -> dict[str, Any]:
+    """Sphere image profiles on negative controls per batch; without controls, on all images (stated)."""
+    from microsnoop.postprocess.sphere import SphereConfig, apply_sphering, fit_sphering
+
+    df = pd.read_parquet(Path(embeddings_dir) / "embeddings.parquet")
+    fit_on = "controls per batch"
+    if control_column not in df.columns or not (df[control_column].astype(str) == control_value).any():
+        df, control_column, control_value, fit_on = (
+            df.assign(Metadata_SphereFit="all"),
+            "Metadata_SphereFit",
+            "all",
+            "all rows",
+        )
+    scope = "batch" if batch_column in df.columns else "global"
+    config = SphereConfig(
+        control_column=control_column,
+        control_value=control_value,
+        batch_column=batch_column if scope == "batch" else None,
+        scope=scope,
+        missing_controls="global",
+    )
+    sphered = apply_sphering(df, fit_sphering(df, config)).drop(columns=["Metadata_SphereFit"], errors="ignore")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sphered.to_parquet(out / "embeddings.parquet", index=False)
+    return {"fit_on": fit_on, "scope": scope, "n_rows": len(sphered)}
+
+
+def evaluate_profiles_step(
+    profiles_dir: str, out_dir: str, *, label_column: str = "Metadata_Label", k: int = 1
+) -> dict[str, Any]:
+    """Leave-one-out kNN accuracy (cosine) of a label column, with its 95 % bootstrap interval."""
+    from microsnoop.evaluate.classification import knn_loo_scores
+    from microsnoop.postprocess.sphere import feature_columns
+
+    df = pd.read_parquet(Path(profiles_dir) / "embeddings.parquet")
+    if label_column not in df.columns:
+        raise ValueError(
+            f"evaluate: no column {label_column!r} in {profiles_dir}; give --label-column one of "
+            f"{[c for c in df.columns if c.startswith('Metadata_')]}"
+        )
+    x = df[feature_columns(df)].to_numpy(np.float64)
+    scores = knn_loo_scores(x, df[label_column].astype(str).to_numpy(), k=k, n_boot=200)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
+    majority = float(df[label_column].value_counts(normalize=True).iloc[0])
+    return {
+        "knn_accuracy": float(scores["accuracy"]),
+        "ci95": list(scores["accuracy_ci95"]),
+        "majority_share": majority,
+        "n": len(df),
+    }
+
+
+def publish_step(
+    embeddings_dir: str, *, model_version: str, sphered_dir: str = "", settings: PlatformSettings | None = None
+) -> dict[str, Any]:
+    """Upsert image- and cell-level embeddings into the feature store (idempotent), then apply Feast."""
+    from services.featurestore.store import FeatureStore
+
+    settings = _settings(settings)
+    from microsnoop.postprocess.aggregate import per_treatment
+
+    out: dict[str, Any] = {}
+    images = pd.read_parquet(Path(embeddings_dir) / "embeddings.parquet")
+    cells_path = Path(embeddings_dir) / "cells.parquet"
+    sphered = pd.read_parquet(Path(sphered_dir) / "embeddings.parquet") if sphered_dir else None
+    with FeatureStore.from_settings(settings) as store:
+        out["image"] = store.publish("image", images, model_version=model_version).total
+        if cells_path.is_file():
+            cells = pd.read_parquet(cells_path)
+            if len(cells):
+                out["cell"] = store.publish("cell", cells, model_version=model_version).total
+        if sphered is not None and {"Metadata_Compound", "Metadata_Concentration"} <= set(sphered.columns):
+            treatments = per_treatment(sphered)
+            out["treatment"] = store.publish("treatment", treatments, model_version=model_version).total
+        out["counts"] = store.counts()
+    return out
