@@ -1,0 +1,1 @@
+"""The Feast feature repo: definitions only (``feast apply`` imports every .py file here)."""

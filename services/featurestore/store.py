@@ -1,0 +1,395 @@
+"""FeatureStore: publish embeddings tables into PostgreSQL + pgvector and search them (see schema.py for the layout).
+
+A publish is one transaction: binary COPY into a temporary table, then ``INSERT ... ON CONFLICT DO
+UPDATE`` keyed by (model_version, entity_id), then (for a new model version) the HNSW index build. An
+exception or a killed process before COMMIT leaves the previous state untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import psycopg2.extensions
+from pgvector.psycopg2 import register_vector
+from psycopg2 import sql
+from psycopg2.pool import ThreadedConnectionPool
+
+from services.featurestore import schema
+from services.featurestore.binary_copy import encode_copy
+from services.featurestore.schema import FILTER_KEYS, SCALARS, StoreError, check_level, table_name
+from services.settings import PlatformSettings
+
+_log = logging.getLogger(__name__)
+
+MAX_K = 1000
+MAX_PAGE = 1000
+_SCHEMA_LOCK = 0x6D736E6F  # advisory lock key for DDL
+META_COLUMNS: tuple[str, ...] = ("entity_id", "model_version", *SCALARS, "extra", "published_at")
+
+
+class NotFoundError(StoreError):
+    """An entity or model version that the store does not hold."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """Rows a publish inserted (new ids) and updated (existing ids); total = inserted + updated."""
+
+    inserted: int
+    updated: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the entity, its cosine distance to the query and its metadata."""
+
+    entity_id: str
+    distance: float
+    metadata: dict[str, Any]
+
+
+def _check_model_version(model_version: str) -> str:
+    if not isinstance(model_version, str) or not model_version.strip() or len(model_version) > 200:
+        raise StoreError(f"model_version must be a non-empty string of at most 200 characters, got {model_version!r}")
+    return model_version
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if v is not None and k not in ("entity_id", "distance", "embedding")}
+    if "published_at" in out:
+        out["published_at"] = out["published_at"].isoformat()
+    return out
+
+
+class FeatureStore:
+    """Embeddings of cells, images and treatments in PostgreSQL + pgvector, with similarity search.
+
+    >>> with FeatureStore.from_settings(load_settings()) as store:  # doctest: +SKIP
+    ...     store.publish("image", table, model_version="v1")
+    ...     hits = store.search("image", model_version="v1", entity_id="img-001", k=5)
+    """
+
+    def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
+        try:
+            self._pool = ThreadedConnectionPool(1, max_connections, dsn)
+        except psycopg2.OperationalError as exc:
+            raise ConnectionError(
+                f"cannot reach PostgreSQL ({exc}); start it with ensure_postgres(settings) or fix MICROSNOOP_PG_DSN"
+            ) from exc
+        self._registered: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._ensure_schema()
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> FeatureStore:
+        """Open the store of settings, starting the embedded server if needed."""
+        from services.featurestore.server import ensure_postgres
+
+        return cls(ensure_postgres(settings))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.closeall()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, *, vectors: bool = True) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor inside one transaction (commit on success, rollback on error) from the pool."""
+        conn = self._pool.getconn()
+        broken = False
+        try:
+            with conn:
+                if vectors and conn not in self._registered:
+                    register_vector(conn)
+                    self._registered.add(conn)
+                with conn.cursor() as cur:
+                    yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            self._pool.putconn(conn, close=broken or bool(conn.closed))
+
+    def _ensure_schema(self) -> None:
+        with self._transaction(vectors=False) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+            if cur.fetchone() is None:
+                try:
+                    cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                except psycopg2.Error as exc:
+                    raise StoreError(
+                        f"pgvector is not enabled and cannot be created here ({exc.pgerror}); "
+                        "ask the database owner to run CREATE EXTENSION vector"
+                    ) from exc
+            cur.execute(schema.CATALOG_DDL)
+            for level in schema.LEVELS:
+                cur.execute(schema.table_ddl(level))
+
+    def _before_commit(self) -> None:
+        """Called inside the publish transaction just before COMMIT (a seam for failure-injection tests)."""
+
+    def publish(
+        self, level: str, table: pd.DataFrame, *, model_version: str, feature_columns: list[str] | None = None
+    ) -> PublishResult:
+        """Upsert an embeddings table into level's table under model_version, all or nothing."""
+        _check_model_version(model_version)
+        prep = schema.prepare(level, table, feature_columns)
+        n, dim = prep.vectors.shape
+        types = ["text", *(t for t, _ in SCALARS.values()), "jsonb", "integer"]
+        columns: list[Sequence[object]] = [prep.entity_ids, *prep.scalars.values(), prep.extra, [dim] * n]
+        payload = encode_copy(types, columns, prep.vectors)
+        stage_cols = sql.SQL(", ").join(map(sql.Identifier, schema.STAGE_COLUMNS))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in (*SCALARS, "extra", "dim", "embedding", "published_at")
+        )
+        stage_ddl = ", ".join(f"{c} {t}" for c, t in zip(schema.STAGE_COLUMNS, [*types, "vector"], strict=True))
+        with self._transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"publish/{level}/{model_version}",))
+            cur.execute(
+                f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version)
+            )
+            row = cur.fetchone()
+            if row is not None and row[0] != dim:
+                raise StoreError(
+                    f"{level} model {model_version!r} holds {row[0]}-d vectors, this table has {dim} features; "
+                    "publish it under a new model_version or pass the right feature_columns"
+                )
+            cur.execute(
+                f"INSERT INTO {schema.CATALOG} (level, model_version, dim) VALUES (%s, %s, %s) "
+                "ON CONFLICT (level, model_version) DO UPDATE SET updated_at = clock_timestamp()",
+                (level, model_version, dim),
+            )
+            cur.execute(f"CREATE TEMP TABLE _stage ({stage_ddl}) ON COMMIT DROP")
+            cur.copy_expert("COPY _stage FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
+            cur.execute(
+                sql.SQL(
+                    "WITH up AS (INSERT INTO {t} (model_version, {cols}, published_at) "
+                    "SELECT %s, {cols}, now() FROM _stage "
+                    "ON CONFLICT (model_version, entity_id) DO UPDATE SET {updates} RETURNING (xmax = 0) AS ins) "
+                    "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
+                ).format(t=sql.Identifier(table_name(level)), cols=stage_cols, updates=updates),
+                (model_version,),
+            )
+            inserted, total = cur.fetchone()  # type: ignore[misc]
+            if row is None:
+                self._build_index(cur, level, model_version, dim)
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table_name(level))))  # plans use the new rows
+            self._before_commit()
+        _log.info("published %d %s rows of %s (%d new)", total, level, model_version, inserted)
+        return PublishResult(inserted=int(inserted), updated=int(total - inserted), total=int(total))
+
+    @staticmethod
+    def _build_index(cur: psycopg2.extensions.cursor, level: str, model_version: str, dim: int) -> None:
+        cur.execute("SELECT set_config('maintenance_work_mem', '512MB', true)")
+        cur.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {idx} ON {t} USING hnsw ((embedding::vector({d})) vector_cosine_ops) "
+                "WITH (m = 16, ef_construction = 64) WHERE model_version = {v}"
+            ).format(
+                idx=sql.Identifier(schema.index_name(level, model_version)),
+                t=sql.Identifier(table_name(level)),
+                d=sql.Literal(int(dim)),
+                v=sql.Literal(model_version),
+            )
+        )
+
+    def _dim(self, cur: psycopg2.extensions.cursor, level: str, model_version: str) -> int:
+        cur.execute(f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version))
+        row = cur.fetchone()
+        if row is None:
+            known = self.model_versions(level)
+            raise NotFoundError(f"no {level} embeddings for model {model_version!r}; published versions: {known}")
+        return int(row[0])
+
+    @staticmethod
+    def _where(filters: dict[str, str] | None) -> tuple[list[sql.Composable], list[object]]:
+        clauses: list[sql.Composable] = []
+        params: list[object] = []
+        for key, value in (filters or {}).items():
+            if key not in FILTER_KEYS:
+                raise StoreError(f"cannot filter on {key!r}; use one of {', '.join(FILTER_KEYS)}")
+            if key == "dose":
+                try:
+                    params.append(float(value))
+                except (TypeError, ValueError) as exc:
+                    raise StoreError(f"dose filter must be a number, got {value!r}") from exc
+            else:
+                params.append(str(value))
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
+        return clauses, params
+
+    def search(
+        self,
+        level: str,
+        *,
+        model_version: str,
+        vector: np.ndarray | None = None,
+        entity_id: str | None = None,
+        k: int = 10,
+        filters: dict[str, str] | None = None,
+        exclude_same: Sequence[str] = (),
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded)."""
+        check_level(level)
+        if not 1 <= int(k) <= MAX_K:
+            raise StoreError(f"k must be between 1 and {MAX_K}, got {k}")
+        if (vector is None) == (entity_id is None):
+            raise StoreError("give exactly one of vector or entity_id")
+        bad = [key for key in exclude_same if key not in FILTER_KEYS]
+        if bad:
+            raise StoreError(f"cannot exclude_same on {bad}; use keys from {', '.join(FILTER_KEYS)}")
+        if exclude_same and entity_id is None:
+            raise StoreError("exclude_same needs a query entity_id (a bare vector has no metadata to compare)")
+        clauses, params = self._where(filters)
+        with self._transaction() as cur:
+            dim = self._dim(cur, level, model_version)
+            if entity_id is not None:
+                query = self._lookup(cur, level, model_version, entity_id)
+                vector = query["embedding"].to_numpy()
+                clauses.append(sql.SQL("entity_id <> %s"))
+                params.append(entity_id)
+                for key in exclude_same:
+                    if query[key] is not None:
+                        clauses.append(sql.SQL("{} IS DISTINCT FROM %s").format(sql.Identifier(key)))
+                        params.append(query[key])
+            q = np.asarray(vector, dtype=np.float32).ravel()
+            if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
+                raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")
+            if exact:
+                distance = sql.SQL("embedding <=> %s::vector")
+            else:
+                distance = sql.SQL("(embedding::vector({d})) <=> %s::vector({d})").format(d=sql.Literal(dim))
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(100, min(1000, 2 * k))),))
+                cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            where = sql.SQL(" AND ").join([sql.SQL("model_version = {}").format(sql.Literal(model_version)), *clauses])
+            cols = sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS))
+            cur.execute(
+                sql.SQL(
+                    "WITH r AS MATERIALIZED (SELECT {cols}, {dist} AS distance FROM {t} WHERE {where} "
+                    "ORDER BY {dist} LIMIT %s) SELECT * FROM r ORDER BY distance, entity_id"
+                ).format(cols=cols, dist=distance, t=sql.Identifier(table_name(level)), where=where),
+                [q, *params, q, int(k)],
+            )
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return [Hit(entity_id=r["entity_id"], distance=float(r["distance"]), metadata=_metadata(r)) for r in rows]
+
+    def _lookup(
+        self, cur: psycopg2.extensions.cursor, level: str, model_version: str, entity_id: str
+    ) -> dict[str, Any]:
+        cols = sql.SQL(", ").join(map(sql.Identifier, (*META_COLUMNS, "embedding")))
+        cur.execute(
+            sql.SQL("SELECT {cols} FROM {t} WHERE model_version = %s AND entity_id = %s").format(
+                cols=cols, t=sql.Identifier(table_name(level))
+            ),
+            (model_version, entity_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"no {level} entity {entity_id!r} under model {model_version!r}; check the id")
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def _frame(self, query: sql.Composable, params: Sequence[object]) -> pd.DataFrame:
+        with self._transaction() as cur:
+            cur.execute(query, params)
+            names = [d[0] for d in cur.description]
+            frame = pd.DataFrame(cur.fetchall(), columns=names)
+        if "embedding" in frame:
+            frame["embedding"] = [v.to_numpy() for v in frame["embedding"]]
+        return frame
+
+    def get(self, level: str, entity_ids: Sequence[str], *, model_version: str) -> pd.DataFrame:
+        """Metadata and vector (column ``embedding``) of the given entities in the given order; absent ids left out."""
+        ids = [str(i) for i in entity_ids]
+        cols = sql.SQL(", ").join(map(sql.Identifier, (*META_COLUMNS, "embedding")))
+        frame = self._frame(
+            sql.SQL("SELECT {cols} FROM {t} WHERE model_version = %s AND entity_id = ANY(%s)").format(
+                cols=cols, t=sql.Identifier(table_name(level))
+            ),
+            (model_version, ids),
+        )
+        order = {e: i for i, e in enumerate(ids)}
+        return frame.sort_values("entity_id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+    def page(
+        self,
+        level: str,
+        *,
+        model_version: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        filters: dict[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """One page of metadata (no vectors), ordered by model_version then entity_id, for browsing."""
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise StoreError(f"need 1 <= limit <= {MAX_PAGE} and offset >= 0, got limit={limit} offset={offset}")
+        clauses, params = self._where(filters)
+        if model_version is not None:
+            clauses.insert(0, sql.SQL("model_version = %s"))
+            params.insert(0, model_version)
+        where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")
+        return self._frame(
+            sql.SQL("SELECT {cols} FROM {t} WHERE {where} ORDER BY model_version, entity_id OFFSET %s LIMIT %s").format(
+                cols=sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS)),
+                t=sql.Identifier(table_name(level)),
+                where=where,
+            ),
+            [*params, int(offset), int(limit)],
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Rows per level (all model versions)."""
+        with self._transaction(vectors=False) as cur:
+            out = {}
+            for level in schema.LEVELS:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table_name(level))))
+                out[level] = int(cur.fetchone()[0])  # type: ignore[index]
+        return out
+
+    def model_versions(self, level: str) -> list[str]:
+        """Model versions published at a level, oldest first (the last is the latest)."""
+        check_level(level)
+        with self._transaction(vectors=False) as cur:
+            cur.execute(
+                f"SELECT model_version FROM {schema.CATALOG} WHERE level = %s ORDER BY created_at, model_version",
+                (level,),
+            )
+            return [r[0] for r in cur.fetchall()]
+
+    def vectors(self, level: str, *, model_version: str, limit: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """Metadata and an (n, d) float32 matrix of one model's vectors, ordered by entity_id (for UMAP)."""
+        with self._transaction() as cur:
+            dim = self._dim(cur, level, model_version)
+        frame = self._frame(
+            sql.SQL("SELECT {cols}, embedding FROM {t} WHERE model_version = %s ORDER BY entity_id LIMIT %s").format(
+                cols=sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS)), t=sql.Identifier(table_name(level))
+            ),
+            (model_version, limit),
+        )
+        matrix = np.stack(frame.pop("embedding").to_list()) if len(frame) else np.zeros((0, dim), np.float32)
+        return frame, matrix.astype(np.float32)
+
+    def ping(self) -> None:
+        """Raise unless the database answers (for health checks)."""
+        with self._transaction(vectors=False) as cur:
+            cur.execute("SELECT 1")
