@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,12 @@ def test_bucket_created_on_first_write(s3_server: S3Server) -> None:
     obj = store.put_bytes(b"{}", kind="reports", suffix=".json")
     assert store.list_uris() == [obj.uri]
     assert obj.uri.startswith("s3://fresh-bucket-created/reports/")
+
+
+def test_unreachable_endpoint_names_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = PlatformSettings(s3_endpoint=f"127.0.0.1:{port}", s3_access_key="k", s3_secret_key="s")
+    with pytest.raises(StorageError, match="cannot reach S3.*MICROSNOOP_S3_ENDPOINT"):
+        open_store(settings, "s3://bucket").exists("s3://bucket/x")
