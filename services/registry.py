@@ -12,6 +12,7 @@ the raw checkpoint file; :func:`resolve_encoder` downloads only that file and ch
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
@@ -31,7 +32,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from microsnoop import __version__
-from microsnoop.models.checkpoint import file_sha256, load_checkpoint, load_encoder
+from microsnoop.models.checkpoint import Checkpoint, file_sha256, load_checkpoint, load_encoder
 from services.settings import PlatformSettings
 from services.tracking import (
     artifact_env,
@@ -139,10 +140,9 @@ def _save_pyfunc(checkpoint: Path, out: Path) -> None:
         )
 
 
-def _lineage_record(checkpoint: Path, sha: str, lineage: Mapping[str, Any]) -> dict[str, Any]:
-    ckpt = load_checkpoint(checkpoint)
+def _lineage_record(ckpt: Checkpoint, file_name: str, sha: str, lineage: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "checkpoint": {"sha256": sha, "file": checkpoint.name, "kind": ckpt.kind, "provenance": ckpt.provenance},
+        "checkpoint": {"sha256": sha, "file": file_name, "kind": ckpt.kind, "provenance": ckpt.provenance},
         "encoder": ckpt.encoder.to_dict(),
         "preprocess": ckpt.preprocess.to_dict(),
         "code_revision": lineage.get("code_revision") or code_revision(),
@@ -171,7 +171,7 @@ def _log_encoder_run(
         stamp = run.info.start_time or 0
         metrics = [Metric(clean_key(k), float(v), stamp, 0) for k, v in scores.items()]
         log_batches(client, run_id, metrics=metrics, params=params)
-        client.log_dict(run_id, record, "lineage.json")
+        client.log_text(run_id, json.dumps(record, indent=1, default=str), "lineage.json")
         with tempfile.TemporaryDirectory() as tmp:
             _save_pyfunc(checkpoint, Path(tmp) / MODEL_DIR)
             client.log_artifacts(run_id, str(Path(tmp) / MODEL_DIR), MODEL_DIR)
@@ -196,7 +196,7 @@ def _promote(
 ) -> tuple[bool, str | None]:
     """Move ``champion`` to ``mv`` when it beats the current champion; returns (moved, previous champion)."""
     current = _champion(client, mv.name)
-    if current is not None and current.version == mv.version:
+    if current is not None and str(current.version) == str(mv.version):
         return False, str(current.version)
     if current is not None:
         theirs = client.get_run(current.run_id).data.metrics.get(primary_metric) if current.run_id else None
@@ -237,7 +237,7 @@ def register_encoder(
 ) -> Registration:
     """Log and register a checkpoint with lineage and scores; move ``champion`` only on improvement."""
     checkpoint = Path(checkpoint)
-    load_checkpoint(checkpoint)  # a clear error for a missing or foreign file
+    ckpt = load_checkpoint(checkpoint)  # a clear error for a missing or foreign file
     if primary_metric not in scores:
         raise ValueError(
             f"primary_metric {primary_metric!r} is not among the scores {sorted(scores)}; pass it in scores"
@@ -257,7 +257,7 @@ def register_encoder(
             stored = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
             value = float(stored.get(primary_metric, scores[primary_metric]))
         else:
-            record = _lineage_record(checkpoint, sha, lineage)
+            record = _lineage_record(ckpt, checkpoint.name, sha, lineage)
             run_id, source = _log_encoder_run(client, settings, checkpoint, sha, record, scores)
             tags = {
                 SHA_TAG: sha,
