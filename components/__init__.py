@@ -52,4 +52,8 @@ def build_components(image: str) -> Components:
     """Wrap every stage as a KFP component running in ``image`` (no packages installed at start)."""
     from kfp import dsl
 
-    return Components(image, {name: dsl.component(stage_function(name), base_image=image) for name in STAGES})
+    # kfp and every dependency are baked into the image: nothing is pip-installed when a step starts.
+    return Components(
+        image,
+        {name: dsl.component(stage_function(name), base_image=image, install_kfp_package=False) for name in STAGES},
+    )
