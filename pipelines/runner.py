@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -77,7 +78,10 @@ def run_local(name: str, arguments: Mapping[str, Any], settings: PlatformSetting
 
     _check_name(name)
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    with settings_environment(settings):
+    with settings_environment(settings), warnings.catch_warnings():
+        # Expected here: the local runner uses this environment instead of the image, and ignores GPU requests.
+        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
         task = PIPELINES[name](settings)(**arguments)
     return LocalRun(pipeline_root, dict(getattr(task, "outputs", {}) or {}))

@@ -1,0 +1,179 @@
+"""Pipelines: compiled specs are current and request GPUs; local runs are real (kfp.local, embedded services).
+
+No Kubeflow Pipelines server can run here, so ``submit`` is checked against a recording stand-in for
+``kfp.Client``: the test asserts the requests it would send, not a server's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.runner import COMPILED_DIR, compile_pipelines, compiled_path, run_local, submit
+from services.settings import PlatformSettings
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+NAMES = ["end_to_end", "pretraining", "profiling"]
+
+
+def _executors(path: Path) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return {"spec": docs[0], "platform": docs[1] if len(docs) > 1 else {}}
+
+
+def test_committed_compiled_pipelines_are_current(tmp_path: Path) -> None:
+    fresh = compile_pipelines(PlatformSettings(), tmp_path)
+    for path in fresh:
+        committed = COMPILED_DIR / path.name
+        assert committed.is_file(), f"{committed} missing: run 'microsnoop pipeline compile' and commit it"
+        assert committed.read_text() == path.read_text(), (
+            f"{committed.name} is stale: run 'microsnoop pipeline compile' (with no MICROSNOOP_* set) and commit"
+        )
+
+
+def test_compiled_steps_use_the_project_image_install_nothing_and_request_gpus(tmp_path: Path) -> None:
+    settings = replace(
+        PlatformSettings(),
+        image="registry.example/microsnoop:9.9",
+        gpu_limit=2,
+        gpu_node_selector="accelerator=h100",
+        gpu_toleration="nvidia.com/gpu=present:NoSchedule",
+    )
+    (path,) = compile_pipelines(settings, tmp_path, ["end_to_end"])
+    docs = _executors(path)
+    executors = docs["spec"]["deploymentSpec"]["executors"]
+    for name, ex in executors.items():
+        container = ex["container"]
+        assert container["image"] == "registry.example/microsnoop:9.9", name
+        assert "pip install" not in " ".join(container.get("command", [])), name
+        gpu = container.get("resources", {}).get("accelerator")
+        if name in ("exec-pretrain", "exec-embed"):
+            assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == "2", name
+        else:
+            assert gpu is None, name
+    k8s = docs["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-embed"]["nodeSelector"]["labels"] == {"accelerator": "h100"}
+    assert k8s["exec-pretrain"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "exec-segment" not in k8s
+
+
+def test_side_effect_steps_are_not_cached_and_io_steps_retry() -> None:
+    tasks = _executors(compiled_path("profiling"))["spec"]["root"]["dag"]["tasks"]
+    assert tasks["publish-features"]["cachingOptions"] == {}
+    assert tasks["embed"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["embed"]["retryPolicy"]["maxRetryCount"] == 2
+
+
+class RecordingClient:
+    """Stand-in for kfp.Client (no KFP server can run here): records every request."""
+
+    def __init__(self, host: str, existing: bool = False) -> None:
+        self.host, self.calls, self.existing = host, [], existing
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args, kwargs))
+            return {
+                "get_pipeline_id": "pid-1" if self.existing else None,
+                "upload_pipeline": SimpleNamespace(pipeline_id="pid-1"),
+                "list_pipeline_versions": SimpleNamespace(pipeline_versions=[]),
+                "upload_pipeline_version": SimpleNamespace(pipeline_version_id="vid-1"),
+                "create_experiment": SimpleNamespace(experiment_id="eid-1"),
+                "create_recurring_run": SimpleNamespace(recurring_run_id="rr-1"),
+                "run_pipeline": SimpleNamespace(run_id="run-1"),
+            }[name]
+
+        return call
+
+
+def test_submit_uploads_a_version_and_creates_a_recurring_run() -> None:
+    clients: list[RecordingClient] = []
+
+    def factory(host: str) -> RecordingClient:
+        clients.append(RecordingClient(host))
+        return clients[-1]
+
+    ids = submit(
+        "profiling",
+        host="http://kfp.example:8888",
+        settings=PlatformSettings(),
+        arguments={"source_table": "s3://bucket/plate1.csv"},
+        schedule="0 2 * * *",
+        client_factory=factory,
+    )
+    assert ids == {"pipeline_id": "pid-1", "version_id": "vid-1", "recurring_run_id": "rr-1"}
+    calls = {name: kwargs for name, _, kwargs in clients[0].calls}
+    assert clients[0].host == "http://kfp.example:8888"
+    assert calls["upload_pipeline"]["pipeline_name"] == "microsnoop-profiling"
+    assert calls["create_recurring_run"]["cron_expression"] == "0 2 * * *"
+    assert calls["create_recurring_run"]["params"] == {"source_table": "s3://bucket/plate1.csv"}
+    assert calls["create_recurring_run"]["version_id"] == "vid-1"
+    assert "run_pipeline" not in calls
+
+
+def test_submit_one_run_reuses_an_existing_pipeline() -> None:
+    client = RecordingClient("h", existing=True)
+    ids = submit("pretraining", host="h", settings=PlatformSettings(), client_factory=lambda host: client)
+    names = [name for name, _, _ in client.calls]
+    assert "upload_pipeline" not in names and "run_pipeline" in names and ids["run_id"] == "run-1"
+
+
+def test_submit_without_a_compiled_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="pipeline compile"):
+        submit("profiling", host="h", settings=PlatformSettings(), package=tmp_path / "nope.yaml")
+
+
+@pytest.fixture(scope="module")
+def platform_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
+    """Fresh embedded PostgreSQL, MLflow (SQLite) and file store for this module's pipeline runs."""
+    from services.featurestore import ensure_postgres, stop_postgres
+
+    settings = PlatformSettings().with_data_dir(tmp_path_factory.mktemp("pipelines"))
+    ensure_postgres(settings)
+    yield settings
+    stop_postgres(settings)
+
+
+def _tiny_fields(tmp_path: Path, n: int = 3) -> Path:
+    table = pd.read_csv(REPO / "demo_data" / "dsb2018" / "fields.csv")
+    table = table[table.Metadata_Label == "fluorescence_gray"].head(n).copy()
+    table["path"] = [str(REPO / "demo_data" / "dsb2018" / p) for p in table["path"]]
+    out = tmp_path / "fields.csv"
+    table.to_csv(out, index=False)
+    return out
+
+
+@pytest.mark.slow
+def test_profiling_runs_locally_and_republishing_keeps_row_counts(
+    tmp_path: Path, platform_settings: PlatformSettings
+) -> None:
+    from services.featurestore import FeatureStore
+
+    args = {
+        "source_table": str(_tiny_fields(tmp_path)),
+        "model_ref": str(REPO / "models" / "microsnoop-cpu-v1.pt"),
+        "label_column": "Metadata_Label",
+    }
+    run_local("profiling", args, platform_settings, pipeline_root=tmp_path / "kfp1")
+    with FeatureStore.from_settings(platform_settings) as store:
+        first = store.counts()
+        version = store.model_versions("image")[-1]
+        hits = store.search(
+            "image",
+            model_version=version,
+            entity_id=store.page("image", model_version=version, limit=1)["entity_id"].iloc[0],
+            k=2,
+        )
+    assert first["image"] == 3 and first["cell"] > 3
+    assert len(hits) == 2 and all(h.distance >= 0 for h in hits)
+    run_local("profiling", args, platform_settings, pipeline_root=tmp_path / "kfp2")
+    with FeatureStore.from_settings(platform_settings) as store:
+        assert store.counts() == first
