@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import warnings
@@ -109,7 +110,8 @@ def submit(
         client_factory = kfp.Client
     client = client_factory(host=host)
     pipeline_name = f"microsnoop-{name.replace('_', '-')}"
-    version_name = f"{pipeline_name}-{pipeline_version()}"
+    # The content hash makes a recompiled package (another image or GPU policy) a new version.
+    version_name = f"{pipeline_name}-{pipeline_version()}-{hashlib.sha256(package.read_bytes()).hexdigest()[:10]}"
     pipeline_id = client.get_pipeline_id(pipeline_name)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(str(package), pipeline_name=pipeline_name).pipeline_id
@@ -120,9 +122,12 @@ def submit(
     experiment_id = client.create_experiment(name=experiment).experiment_id
     params = dict(arguments or {})
     if schedule:
+        job_name = f"{pipeline_name}-scheduled"
+        for old in _recurring_runs(client, experiment_id, job_name):
+            client.disable_recurring_run(old)  # one schedule per pipeline: the new version replaces the old
         job = client.create_recurring_run(
             experiment_id=experiment_id,
-            job_name=f"{version_name}-scheduled",
+            job_name=job_name,
             cron_expression=schedule,
             params=params,
             pipeline_id=pipeline_id,
@@ -138,6 +143,12 @@ def submit(
         version_id=version_id,
     )
     return {"pipeline_id": pipeline_id, "version_id": version_id, "run_id": run.run_id}
+
+
+def _recurring_runs(client: Any, experiment_id: str, job_name: str) -> list[str]:
+    page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100)
+    runs = getattr(page, "recurring_runs", None) or []
+    return [str(r.recurring_run_id) for r in runs if r.display_name == job_name and str(r.status).upper() != "DISABLED"]
 
 
 def _existing_version(client: Any, pipeline_id: str, version_name: str) -> str | None:

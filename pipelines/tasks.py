@@ -7,6 +7,17 @@ from typing import Any
 from components import GPU_STAGES
 from services.settings import PlatformSettings, SettingsError
 
+# What a step in a cluster needs to reach the services; each key of the Secret becomes that variable.
+STEP_ENV = (
+    "MICROSNOOP_PG_DSN",
+    "MICROSNOOP_MLFLOW_URI",
+    "MICROSNOOP_MLFLOW_ARTIFACTS",
+    "MICROSNOOP_STORAGE_URI",
+    "MICROSNOOP_S3_ENDPOINT",
+    "MICROSNOOP_S3_ACCESS_KEY",
+    "MICROSNOOP_S3_SECRET_KEY",
+    "MICROSNOOP_S3_SECURE",
+)
 SIDE_EFFECTS = frozenset({"register_model", "publish_features", "stage_images"})
 RETRIED = frozenset({"stage_images", "segment", "embed", "publish_features"})
 
@@ -27,6 +38,9 @@ def configure_task(task: Any, stage: str, settings: PlatformSettings) -> Any:
         task.set_caching_options(False)  # registry and feature-store writes must really happen
     if stage in RETRIED:
         task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    if settings.steps_secret:
+        # optional=True: a key the Secret lacks leaves the setting at its default instead of failing the pod.
+        kubernetes.use_secret_as_env(task, settings.steps_secret, {key: key for key in STEP_ENV}, optional=True)
     if stage in GPU_STAGES and settings.gpu_limit > 0:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_limit)
         if settings.gpu_node_selector:

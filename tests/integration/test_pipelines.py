@@ -65,6 +65,16 @@ def test_compiled_steps_use_the_project_image_install_nothing_and_request_gpus(t
     assert "exec-segment" not in k8s
 
 
+def test_steps_receive_service_settings_from_a_secret(tmp_path: Path) -> None:
+    settings = replace(PlatformSettings(), steps_secret="microsnoop-steps", gpu_limit=0)
+    (path,) = compile_pipelines(settings, tmp_path, ["profiling"])
+    k8s = _executors(path)["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    env = k8s["exec-publish-features"]["secretAsEnv"][0]
+    assert env["secretName"] == "microsnoop-steps" and env["optional"] is True
+    assert {"secretKey": "MICROSNOOP_PG_DSN", "envVar": "MICROSNOOP_PG_DSN"} in env["keyToEnv"]
+    assert "accelerator" not in str(_executors(path)["spec"]["deploymentSpec"]["executors"]["exec-embed"])
+
+
 def test_side_effect_steps_are_not_cached_and_io_steps_retry() -> None:
     tasks = _executors(compiled_path("profiling"))["spec"]["root"]["dag"]["tasks"]
     assert tasks["publish-features"]["cachingOptions"] == {}
@@ -89,6 +99,14 @@ class RecordingClient:
                 "create_experiment": SimpleNamespace(experiment_id="eid-1"),
                 "create_recurring_run": SimpleNamespace(recurring_run_id="rr-1"),
                 "run_pipeline": SimpleNamespace(run_id="run-1"),
+                "list_recurring_runs": SimpleNamespace(
+                    recurring_runs=[
+                        SimpleNamespace(
+                            recurring_run_id="rr-old", display_name="microsnoop-profiling-scheduled", status="ENABLED"
+                        )
+                    ]
+                ),
+                "disable_recurring_run": {},
             }[name]
 
         return call
@@ -117,6 +135,10 @@ def test_submit_uploads_a_version_and_creates_a_recurring_run() -> None:
     assert calls["create_recurring_run"]["params"] == {"source_table": "s3://bucket/plate1.csv"}
     assert calls["create_recurring_run"]["version_id"] == "vid-1"
     assert "run_pipeline" not in calls
+    # The previous schedule of this pipeline is disabled, not duplicated; the version name carries a content hash.
+    assert [args for name, args, _ in clients[0].calls if name == "disable_recurring_run"] == [("rr-old",)]
+    version_name = [args for name, args, _ in clients[0].calls if name == "upload_pipeline_version"][0][1]
+    assert version_name.startswith("microsnoop-profiling-0.1.0-p1-") and len(version_name.rsplit("-", 1)[1]) == 10
 
 
 def test_submit_one_run_reuses_an_existing_pipeline() -> None:
