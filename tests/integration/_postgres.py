@@ -1,8 +1,16 @@
-"""A real embedded PostgreSQL + pgvector server for the session, in a temporary folder."""
+"""A real embedded PostgreSQL + pgvector server for the session, in a temporary folder.
+
+The folders live directly under the system temp dir, not under pytest's ``pytest-of-<user>``: pytest
+resets that folder to mode 0700 whenever a session starts, and as root the server runs as its own
+system user, which must be able to traverse to its data dir.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,13 +18,25 @@ from services.featurestore.server import ensure_postgres, stop_postgres
 from services.settings import PlatformSettings
 
 
+@pytest.fixture
+def pg_tmp_dir() -> Iterator[Path]:
+    """An empty folder a server's system user can reach (removed afterwards)."""
+    path = Path(tempfile.mkdtemp(prefix="microsnoop-pg-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
-    """Settings whose data_dir holds a running embedded server (stopped at the end of the session)."""
-    settings = PlatformSettings().with_data_dir(tmp_path_factory.mktemp("platform-pg"))
-    ensure_postgres(settings)
-    yield settings
-    stop_postgres(settings)
+def pg_settings() -> Iterator[PlatformSettings]:
+    """Settings whose data_dir holds a running embedded server (stopped and removed at the end of the session)."""
+    path = Path(tempfile.mkdtemp(prefix="microsnoop-pg-"))
+    settings = PlatformSettings().with_data_dir(path)
+    try:
+        ensure_postgres(settings)
+        yield settings
+    finally:
+        stop_postgres(settings)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -298,11 +298,11 @@ print(ensure_postgres(PlatformSettings().with_data_dir(Path(sys.argv[1]))), flus
 """
 
 
-def test_ensure_postgres_from_two_processes_starts_one_server(tmp_path: Path) -> None:
+def test_ensure_postgres_from_two_processes_starts_one_server(pg_tmp_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CONCURRENT_START, str(tmp_path)],
+            [sys.executable, "-c", CONCURRENT_START, str(pg_tmp_dir)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
@@ -310,7 +310,7 @@ def test_ensure_postgres_from_two_processes_starts_one_server(tmp_path: Path) ->
         )  # fmt: skip
         for _ in range(2)
     ]
-    settings = PlatformSettings().with_data_dir(tmp_path)
+    settings = PlatformSettings().with_data_dir(pg_tmp_dir)
     try:
         outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
         assert all(p.returncode == 0 for p in procs)
