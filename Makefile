@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
+PLATFORM_DIR ?= runs/platform
 LINT_PATHS := microsnoop services components pipelines dashboard tests benchmarks scripts
 HELM := .tools/bin/helm
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo demo-core test lint bench venv clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,12 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+# The platform on embedded defaults: PostgreSQL + pgvector, MLflow (SQLite), file store, end_to_end via kfp.local.
 demo: $(STAMP)
+	$(VENV)/bin/microsnoop platform demo --data-dir $(PLATFORM_DIR)
+
+# The library alone: curate, pretrain briefly, reconstruction figures, kNN of three encoders.
+demo-core: $(STAMP)
 	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
 
 test: lint $(HELM)

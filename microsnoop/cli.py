@@ -572,6 +572,23 @@ def benchmark(
     paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))
     typer.echo(paths["md"].read_text())
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    for note in report_to_sinks(paths):
+        typer.echo(note)
+
+
+def report_to_sinks(paths: dict[str, Path]) -> list[str]:
+    """Hand a written report to installed sinks (entry-point group ``microsnoop.reports``, e.g. MLflow)."""
+    notes = []
+    for entry in entry_points(group="microsnoop.reports"):
+        try:
+            sink = entry.load()
+        except ImportError as exc:
+            logging.getLogger(__name__).debug("report sink %s not loaded: %s", entry.name, exc)
+            continue
+        note = sink(paths)
+        if note:
+            notes.append(str(note))
+    return notes
 
 
 @app.command()

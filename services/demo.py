@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -63,12 +64,15 @@ def run_platform_demo(
     echo("[2/4] running the end_to_end pipeline locally (kfp.local; each step a subprocess)")
     started = time.perf_counter()
     root = settings.data_dir / "kfp"
-    run_local(
-        "end_to_end",
-        demo_arguments(data, baseline, epochs=epochs, images_per_epoch=images_per_epoch),
-        settings,
-        pipeline_root=root,
-    )
+    run_log = settings.data_dir / "end_to_end.log"
+    echo(f"      step logs: {run_log}")
+    arguments = demo_arguments(data, baseline, epochs=epochs, images_per_epoch=images_per_epoch)
+    try:
+        with run_log.open("w") as fh, contextlib.redirect_stdout(fh):
+            run_local("end_to_end", arguments, settings, pipeline_root=root)
+    except BaseException:
+        echo("      the pipeline failed; the end of its log:\n" + "".join(run_log.read_text().splitlines(True)[-40:]))
+        raise
     echo(f"      finished in {time.perf_counter() - started:.0f} s; artifacts under {root}")
     echo("[3/4] registry and scores")
     versions = list_versions(settings)
