@@ -300,12 +300,24 @@ def evaluate_profiles_step(
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
     majority = float(df[label_column].value_counts(normalize=True).iloc[0])
+    _log_scores(scores, label_column, str(df.attrs.get("model_version", profiles_dir)))
     return {
         "knn_accuracy": float(scores["accuracy"]),
         "ci95": list(scores["accuracy_ci95"]),
         "majority_share": majority,
         "n": len(df),
     }
+
+
+def _log_scores(scores: dict[str, Any], label_column: str, source: str) -> None:
+    """Profiling scores to MLflow (experiment microsnoop-profiling); a registry outage only warns."""
+    from services.tracking import log_benchmark
+
+    report = {"label_column": label_column, "source": source, "scores": scores}
+    try:
+        log_benchmark(load_settings(), report, experiment="microsnoop-profiling", run_name=f"knn {label_column}")
+    except Exception as exc:  # noqa: BLE001 - scores are already on disk; tracking is best effort here
+        log.warning("profiling scores not logged to MLflow: %s", exc)
 
 
 def publish_step(
@@ -331,4 +343,7 @@ def publish_step(
             treatments = per_treatment(sphered)
             out["treatment"] = store.publish("treatment", treatments, model_version=model_version).total
         out["counts"] = store.counts()
+    from services.featurestore.feast_repo import apply_feature_repo
+
+    out["feast_repo"] = str(apply_feature_repo(settings))  # definitions applied, online store materialised
     return out

@@ -40,7 +40,7 @@ SCALARS: dict[str, tuple[str, str]] = {
     "moa": ("text", "Metadata_MoA"),
     "label": ("text", "Metadata_Label"),
     "image_id": ("text", "Metadata_ImageID"),
-    "image_uri": ("text", "Metadata_Path"),
+    "image_uri": ("text", "Metadata_ImageURI"),  # the object-store URI written by the stage step
     "cell_label": ("bigint", "Metadata_CellLabel"),
     "box_x0": ("bigint", "Metadata_BoxX0"),
     "box_y0": ("bigint", "Metadata_BoxY0"),
@@ -186,6 +186,8 @@ def prepare(level: str, table: pd.DataFrame, feature_columns: list[str] | None) 
             f"{len(dups)} entity ids occur more than once (e.g. {list(dups.index[:5])}); "
             f"aggregate or deduplicate the table, or give unique ids in {ID_COLUMN}"
         )
+    if "Metadata_ImageURI" not in table.columns and "Metadata_Path" in table.columns:
+        table = table.assign(Metadata_ImageURI=table["Metadata_Path"])  # a local path is the best URI we have
     scalars: dict[str, list[object]] = {}
     for name, (sqltype, source) in SCALARS.items():
         if source not in table.columns:
