@@ -199,3 +199,24 @@ def test_profiling_runs_locally_and_republishing_keeps_row_counts(
     run_local("profiling", args, platform_settings, pipeline_root=tmp_path / "kfp2")
     with FeatureStore.from_settings(platform_settings) as store:
         assert store.counts() == first
+
+
+@pytest.mark.slow
+def test_end_to_end_registers_a_champion_and_publishes_with_its_version(
+    tmp_path: Path, platform_settings: PlatformSettings
+) -> None:
+    from services.demo import demo_arguments
+    from services.featurestore import FeatureStore
+    from services.registry import list_versions
+
+    args = demo_arguments(REPO / "demo_data", REPO / "models" / "microsnoop-cpu-v1.pt", epochs=1, images_per_epoch=8)
+    args.update(source_table=str(_tiny_fields(tmp_path, n=2)), limit_per_class=1)
+    run_local("end_to_end", args, platform_settings, pipeline_root=tmp_path / "kfp")
+    versions = list_versions(platform_settings)
+    assert len(versions) >= 2  # the shipped baseline and the new candidate, each registered once
+    champions = versions[versions["aliases"].astype(str).str.contains("champion")]
+    assert len(champions) == 1
+    champion = f"{platform_settings.model_name}/{champions['version'].iloc[0]}"
+    with FeatureStore.from_settings(platform_settings) as store:
+        assert champion in store.model_versions("image")
+        assert len(store.page("image", model_version=champion, limit=10)) == 2
