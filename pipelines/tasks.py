@@ -38,9 +38,9 @@ def configure_task(task: Any, stage: str, settings: PlatformSettings) -> Any:
         task.set_caching_options(False)  # registry and feature-store writes must really happen
     if stage in RETRIED:
         task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
-    if settings.steps_secret:
+    if settings.steps_secret_name:
         # optional=True: a key the Secret lacks leaves the setting at its default instead of failing the pod.
-        kubernetes.use_secret_as_env(task, settings.steps_secret, {key: key for key in STEP_ENV}, optional=True)
+        kubernetes.use_secret_as_env(task, settings.steps_secret_name, {key: key for key in STEP_ENV}, optional=True)
     if stage in GPU_STAGES and settings.gpu_limit > 0:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_limit)
         if settings.gpu_node_selector:

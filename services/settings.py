@@ -22,8 +22,8 @@ MICROSNOOP_KFP_HOST              Kubeflow Pipelines API URL for ``pipeline submi
 MICROSNOOP_GPU_LIMIT             GPUs requested by pretrain and embed steps (0 = none)      ``1``
 MICROSNOOP_GPU_NODE_SELECTOR     ``key=value`` node selector for GPU steps                  none
 MICROSNOOP_GPU_TOLERATION        ``key=value:Effect`` toleration for GPU steps              none
-MICROSNOOP_STEPS_SECRET          Kubernetes Secret whose keys (MICROSNOOP_PG_DSN, ...) the   none
-                                 compiled pipeline steps receive as environment variables
+MICROSNOOP_STEPS_SECRET_NAME     Secret whose MICROSNOOP_* keys every compiled step gets     none
+                                 as environment variables (service DSNs and S3 keys)
 ===============================  ==========================================================  ======================
 """
 
@@ -72,7 +72,7 @@ class PlatformSettings:
     gpu_limit: int = 1
     gpu_node_selector: str = ""
     gpu_toleration: str = ""
-    steps_secret: str = ""
+    steps_secret_name: str = ""
 
     def __post_init__(self) -> None:
         if self.gpu_limit < 0:

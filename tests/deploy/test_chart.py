@@ -15,7 +15,9 @@ import yaml
 from tests.deploy.conftest import CHART, KUBE_VERSION, RELEASE, VALUES_FILES, Rendered, helm_template, render
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|ACCESS_KEY_ID)", re.I)
+SECRET_ENV = re.compile(
+    r"(PASSWORD|SECRET(?!_NAME$)|TOKEN|ACCESS_KEY|ACCESS_KEY_ID)", re.I
+)  # *_SECRET_NAME holds a name
 URL_WITH_PASSWORD = re.compile(r"://[^/:@\s]+:([^@\s]+)@")
 
 

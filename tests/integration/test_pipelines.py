@@ -66,7 +66,7 @@ def test_compiled_steps_use_the_project_image_install_nothing_and_request_gpus(t
 
 
 def test_steps_receive_service_settings_from_a_secret(tmp_path: Path) -> None:
-    settings = replace(PlatformSettings(), steps_secret="microsnoop-steps", gpu_limit=0)
+    settings = replace(PlatformSettings(), steps_secret_name="microsnoop-steps", gpu_limit=0)
     (path,) = compile_pipelines(settings, tmp_path, ["profiling"])
     k8s = _executors(path)["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     env = k8s["exec-publish-features"]["secretAsEnv"][0]
