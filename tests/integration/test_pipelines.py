@@ -18,6 +18,7 @@ import yaml
 
 from pipelines.runner import COMPILED_DIR, compile_pipelines, compiled_path, run_local, submit
 from services.settings import PlatformSettings
+from tests.integration._s3 import S3Server
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -220,3 +221,26 @@ def test_end_to_end_registers_a_champion_and_publishes_with_its_version(
     with FeatureStore.from_settings(platform_settings) as store:
         assert champion in store.model_versions("image")
         assert len(store.page("image", model_version=champion, limit=10)) == 2
+
+
+def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server: S3Server) -> None:
+    from services.steps import stage_source_step
+    from services.storage import open_store
+
+    settings = PlatformSettings(
+        data_dir=tmp_path,
+        storage_uri=f"s3://microsnoop-steps/{tmp_path.name}",
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+    )
+    out = stage_source_step(str(_tiny_fields(tmp_path, n=2)), str(tmp_path / "staged"), settings=settings)
+    staged = pd.read_csv(tmp_path / "staged" / "source.csv")
+    store = open_store(settings)
+    assert out["n_images"] == 2 and all(u.startswith("s3://microsnoop-steps/") for u in staged["Metadata_ImageURI"])
+    assert all(store.exists(u) for u in staged["Metadata_ImageURI"])
+    assert len(store.read_manifest(out["manifest"])["objects"]) == 2
+    # Staging again uploads nothing new: the keys are content hashes.
+    before = sorted(store.list_uris("images"))
+    stage_source_step(str(_tiny_fields(tmp_path, n=2)), str(tmp_path / "staged2"), settings=settings)
+    assert sorted(store.list_uris("images")) == before
