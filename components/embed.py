@@ -3,8 +3,10 @@
 from kfp.dsl import Dataset, Input, Output
 
 
-def embed(segmented: Input[Dataset], model_ref: str, mode: str, rc: float, embeddings: Output[Dataset]) -> dict:
+def embed(
+    segmented: Input[Dataset], model_ref: str, mode: str, rc: float, gray_rgb: bool, embeddings: Output[Dataset]
+) -> dict:
     """Embed every image (cell-region: crop, embed, average cells); returns the model version used."""
     from services.steps import embed_step
 
-    return embed_step(segmented.path, embeddings.path, model_ref=model_ref, mode=mode, rc=rc)
+    return embed_step(segmented.path, embeddings.path, model_ref=model_ref, mode=mode, rc=rc, gray_rgb=gray_rgb)

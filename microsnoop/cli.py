@@ -268,6 +268,9 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Planes per forward pass on the device.")] = 64,
     empty: Annotated[str, typer.Option(help="Images with no cells: drop (counted) or zero (reference).")] = "drop",
     h5ad: Annotated[bool, typer.Option(help="Also write embeddings.h5ad (AnnData).")] = False,
+    gray_rgb: Annotated[
+        bool, typer.Option(help="RGB image files (histology, colour) become one gray channel, as in pretraining.")
+    ] = False,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'; torchrun for several GPUs.")] = "auto",
     amp: Annotated[str, typer.Option(help="Autocast: auto, bf16, fp16 or off.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -321,7 +324,13 @@ def embed(
             resize_small_to=resize_small_to,
             batch_size=batch_size,
         ),
-        stream=StreamConfig(memory_budget_mb=memory_budget_mb, chunk_images=chunk_images, empty=empty, write_h5ad=h5ad),
+        stream=StreamConfig(
+            memory_budget_mb=memory_budget_mb,
+            chunk_images=chunk_images,
+            empty=empty,
+            write_h5ad=h5ad,
+            gray_rgb=gray_rgb,
+        ),
         segment=segment,
         progress=progress,
     )

@@ -43,6 +43,7 @@ class StreamConfig:
     chunk_images: int | None = None
     empty: str = "drop"
     write_h5ad: bool = False
+    gray_rgb: bool = False  # RGB image files (histology, colour) become one gray channel, as in pretraining
 
     def __post_init__(self) -> None:
         if self.empty not in ("drop", "zero"):
@@ -80,12 +81,20 @@ def chunk_size(first_image: np.ndarray, contract: PreprocessContract, mode: str,
 
 
 def _fingerprint(
-    source: pd.DataFrame, model_id: str, contract: PreprocessContract, profile: ProfileConfig, chunk: int
+    source: pd.DataFrame,
+    model_id: str,
+    contract: PreprocessContract,
+    profile: ProfileConfig,
+    chunk: int,
+    gray_rgb: bool = False,
 ) -> str:
     digest = hashlib.sha256()
     cols = [c for c in (ID, "path", "index", "mask_path") if c in source.columns]
     digest.update(pd.util.hash_pandas_object(source[cols].astype(str), index=False).values.tobytes())
-    digest.update(json.dumps([model_id, contract.to_dict(), asdict(profile), chunk], sort_keys=True).encode())
+    items: list[Any] = [model_id, contract.to_dict(), asdict(profile), chunk]
+    if gray_rgb:  # only when set, so runs written before this option resume as before
+        items.append("gray_rgb")
+    digest.update(json.dumps(items, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -120,13 +129,13 @@ def _meta_columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_chunk(
-    rows: list[dict[str, Any]], cache: StackCache, n_channels: int | None
+    rows: list[dict[str, Any]], cache: StackCache, n_channels: int | None, gray_rgb: bool = False
 ) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray | None], list[dict[str, str]]]:
     kept, images, masks, skipped = [], [], [], []
     for row in rows:
         where = f"{row['path']}" + (f"[{row['index']}]" if row.get("index") is not None else "")
         try:
-            image = load_row(row, cache)
+            image = load_row(row, cache, gray_rgb=gray_rgb)
             if image.dtype.kind == "f" and not np.isfinite(image).all():
                 raise InvalidImageError(f"{where}: contains NaN/Inf pixels; fix or drop the image")
             flat = image.reshape(image.shape[0], -1)
@@ -135,7 +144,8 @@ def _load_chunk(
             if n_channels is not None and image.shape[0] != n_channels:
                 raise ChannelMismatchError(
                     f"{where}: has {image.shape[0]} channels but this run's images have {n_channels}; "
-                    "embed sets with different channel counts separately"
+                    "embed sets with different channel counts separately, or pass gray_rgb (--gray-rgb) "
+                    "to turn RGB files into one gray channel"
                 )
             mask = load_mask(row)
             if mask is not None:
@@ -199,11 +209,11 @@ def run_embedding(
     stream = stream or StreamConfig()
     records = source.to_dict("records")
     cache = StackCache()
-    first = load_row(records[0], cache)
+    first = load_row(records[0], cache, gray_rgb=stream.gray_rgb)
     chunk = chunk_size(first, contract, profile.mode, stream)
     cache.clear()
     n_chunks = -(-len(records) // chunk)
-    fingerprint = _fingerprint(source, model_id, contract, profile, chunk)
+    fingerprint = _fingerprint(source, model_id, contract, profile, chunk, stream.gray_rgb)
     run_info = {
         "fingerprint": fingerprint,
         "model_id": model_id,
@@ -226,7 +236,9 @@ def run_embedding(
         if part.exists():
             reused += 1
             continue
-        kept, images, masks, skipped = _load_chunk(records[k * chunk : (k + 1) * chunk], cache, n_channels)
+        kept, images, masks, skipped = _load_chunk(
+            records[k * chunk : (k + 1) * chunk], cache, n_channels, stream.gray_rgb
+        )
         profiles = profile_images(encoder, images, contract, runtime, profile, masks=masks, segment=segment)
         images_df, cells_df, empty = _tables(kept, profiles, names, stream.empty)
         skipped_df = pd.DataFrame(skipped + empty, columns=[ID, "path", "reason"])

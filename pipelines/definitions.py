@@ -9,7 +9,7 @@ from components import build_components
 from pipelines.tasks import configure_task
 from services.settings import PlatformSettings
 
-PIPELINE_VERSION = "1"  # bump when a pipeline's wiring or signature changes
+PIPELINE_VERSION = "2"  # bump when a pipeline's wiring or signature changes
 
 
 def _task(components: Any, stage: str, settings: PlatformSettings, **kwargs: Any) -> Any:
@@ -72,6 +72,7 @@ def _profiling_tasks(c: Any, settings: PlatformSettings, args: dict[str, Any], a
         model_ref=args["model_ref"],
         mode=args["mode"],
         rc=args["rc"],
+        gray_rgb=args["gray_rgb"],
     )
     sph = _task(
         c,
@@ -105,6 +106,7 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
         model_ref: str = "champion",
         mode: str = "cell-region",
         rc: float = 1.0,
+        gray_rgb: bool = False,
         channel: int = 0,
         control_column: str = "Metadata_Compound",
         control_value: str = "DMSO",
@@ -134,6 +136,7 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
         limit_per_class: int = 4,
         mode: str = "cell-region",
         rc: float = 1.0,
+        gray_rgb: bool = False,
         channel: int = 0,
         control_column: str = "Metadata_Compound",
         control_value: str = "DMSO",

@@ -34,6 +34,7 @@ def demo_arguments(
         "limit_per_class": limit_per_class,
         "mode": "cell-region",
         "rc": 1.0,
+        "gray_rgb": True,  # the demo mixes grey fluorescence with colour histology
         "label_column": "Metadata_Label",
     }
 

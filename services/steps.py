@@ -25,6 +25,15 @@ def _settings(settings: PlatformSettings | None) -> PlatformSettings:
     return settings if settings is not None else load_settings()
 
 
+def archive_files(files: list[Path], *, kind: str, manifest: str, settings: PlatformSettings | None = None) -> str:
+    """Store files by content hash under ``kind`` and write a manifest naming them; returns the manifest URI."""
+    from services.storage import open_store
+
+    store = open_store(_settings(settings))
+    objects = [store.put_file(f, kind=kind) for f in files if f.is_file()]
+    return store.write_manifest(manifest, objects)
+
+
 def code_revision() -> str:
     """The git commit of the code that runs (``unknown`` outside a checkout, e.g. in an image)."""
     try:
@@ -166,7 +175,14 @@ def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings |
     return {"n_images": len(table), "manifest": manifest}
 
 
-def segment_step(source_dir: str, out_dir: str, *, channel: int = 0, segmenter: str = "auto") -> dict[str, Any]:
+def segment_step(
+    source_dir: str,
+    out_dir: str,
+    *,
+    channel: int = 0,
+    segmenter: str = "auto",
+    settings: PlatformSettings | None = None,
+) -> dict[str, Any]:
     """Segment every image of a staged folder into a new self-contained folder with ``mask_path`` added."""
     import shutil
 
@@ -186,7 +202,23 @@ def segment_step(source_dir: str, out_dir: str, *, channel: int = 0, segmenter: 
     table["mask_path"] = [str(Path(ok.loc[f, "mask_path"]).relative_to(out)) for f in kept]
     table["Metadata_SegmentedCells"] = [int(ok.loc[f, "n_cells"]) for f in kept]
     table.to_csv(out / "source.csv", index=False)
-    return {"n_images": len(table), "n_cells": int(table["Metadata_SegmentedCells"].sum()), "failed": len(failed)}
+    masks_manifest = archive_files(
+        [out / p for p in table["mask_path"]], kind="masks", manifest=f"masks-{_digest(table)}", settings=settings
+    )
+    return {
+        "n_images": len(table),
+        "n_cells": int(table["Metadata_SegmentedCells"].sum()),
+        "failed": len(failed),
+        "manifest": masks_manifest,
+    }
+
+
+def _digest(table: pd.DataFrame) -> str:
+    """A short content digest of a table's ids (names manifests of the same inputs alike)."""
+    import hashlib
+
+    column = "Metadata_ImageID" if "Metadata_ImageID" in table.columns else table.columns[0]
+    return hashlib.sha256("\n".join(map(str, table[column])).encode()).hexdigest()[:12]
 
 
 def model_version_of(checkpoint: Path, settings: PlatformSettings) -> str:
@@ -214,6 +246,7 @@ def embed_step(
     model_ref: str = "champion",
     mode: str = "cell-region",
     rc: float = 1.0,
+    gray_rgb: bool = False,
     device: str = "auto",
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
@@ -222,7 +255,7 @@ def embed_step(
     from microsnoop.io.sources import source_from_table
     from microsnoop.models.checkpoint import load_encoder
     from microsnoop.profile import ProfileConfig
-    from microsnoop.stream import run_embedding
+    from microsnoop.stream import StreamConfig, run_embedding
     from services.registry import resolve_encoder
 
     if mode not in MODES:
@@ -240,10 +273,18 @@ def embed_step(
         init_runtime(device=device),
         model_id=version,
         profile=ProfileConfig(mode=mode, rc=rc),
+        stream=StreamConfig(gray_rgb=gray_rgb),
         progress=False,
     )
     (Path(out_dir) / "model_version.txt").write_text(version)
-    return {"model_version": version, "n_images": result.n_images, "n_skipped": result.n_skipped}
+    tables = [Path(out_dir) / name for name in ("embeddings.parquet", "cells.parquet", "skipped.parquet")]
+    manifest = archive_files(
+        tables,
+        kind="embeddings",
+        manifest=f"embeddings-{_digest(source)}-{version.replace('/', '-')}",
+        settings=settings,
+    )
+    return {"model_version": version, "n_images": result.n_images, "n_skipped": result.n_skipped, "manifest": manifest}
 
 
 def sphere_step(
@@ -299,6 +340,7 @@ def evaluate_profiles_step(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
+    archive_files([out / "scores.json"], kind="reports", manifest=f"scores-{_digest(df)}")
     majority = float(df[label_column].value_counts(normalize=True).iloc[0])
     _log_scores(scores, label_column, str(df.attrs.get("model_version", profiles_dir)))
     return {

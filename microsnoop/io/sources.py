@@ -97,8 +97,8 @@ class StackCache:
         self._open.clear()
 
 
-def load_row(row: dict[str, object], cache: StackCache) -> np.ndarray:
-    """The ``C x H x W`` image of one source row."""
+def load_row(row: dict[str, object], cache: StackCache, *, gray_rgb: bool = False) -> np.ndarray:
+    """The ``C x H x W`` image of one source row (``gray_rgb``: RGB image files become one gray channel)."""
     path = str(row["path"])
     index = row.get("index")
     if index is not None and not (isinstance(index, float) and np.isnan(index)):
@@ -108,7 +108,7 @@ def load_row(row: dict[str, object], cache: StackCache) -> np.ndarray:
         if arr.ndim != 3:
             raise InvalidImageError(f"{path}[{index}]: shape {arr.shape} is not C x H x W")
         return arr
-    return read_image(path)
+    return read_image(path, gray_rgb=gray_rgb)
 
 
 def load_mask(row: dict[str, object]) -> np.ndarray | None:
