@@ -43,3 +43,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Dashboard end-to-end (over a minute, so not in `make test`; CI runs it after `make test`): a real
+# profiling run into embedded PostgreSQL + MLflow, AppTest on every page, and a search in headless
+# Debian Chromium (/usr/bin/chromium) that saves docs/img/dashboard-search.png.
+.PHONY: e2e
+e2e: $(STAMP)
+	MICROSNOOP_E2E=1 $(PY) -m pytest tests/integration/test_dashboard.py --timeout=900 --durations=15
