@@ -9,6 +9,8 @@ def evaluate_models(
     fields_dir: str,
     baseline_checkpoint: str,
     limit_per_class: int,
+    eval_mode: str,
+    eval_untrained: bool,
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> dict:
@@ -25,6 +27,8 @@ def evaluate_models(
         tempfile.mkdtemp(prefix="evaluate-"),
         baseline=baseline_checkpoint,
         limit_per_class=limit_per_class,
+        mode=eval_mode,
+        untrained=eval_untrained,
     )
     for name, value in result["scores"].items():
         metrics.log_metric(f"{name}_{result['metric']}", value)

@@ -9,7 +9,7 @@ from components import build_components
 from pipelines.tasks import configure_task
 from services.settings import PlatformSettings
 
-PIPELINE_VERSION = "2"  # bump when a pipeline's wiring or signature changes
+PIPELINE_VERSION = "3"  # bump when a pipeline's wiring or signature changes
 
 
 def _task(components: Any, stage: str, settings: PlatformSettings, **kwargs: Any) -> Any:
@@ -30,6 +30,8 @@ def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
         epochs: int = 2,
         images_per_epoch: int = 32,
         limit_per_class: int = 4,
+        eval_mode: str = "cell-region",
+        eval_untrained: bool = True,
     ) -> None:
         pool = _task(c, "curate_pool", settings, types_table=types_table)
         trained = _task(
@@ -44,6 +46,8 @@ def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
             fields_dir=fields_dir,
             baseline_checkpoint=baseline_checkpoint,
             limit_per_class=limit_per_class,
+            eval_mode=eval_mode,
+            eval_untrained=eval_untrained,
         )
         _task(
             c,
@@ -134,6 +138,8 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
         epochs: int = 2,
         images_per_epoch: int = 32,
         limit_per_class: int = 4,
+        eval_mode: str = "cell-region",
+        eval_untrained: bool = True,
         mode: str = "cell-region",
         rc: float = 1.0,
         gray_rgb: bool = False,
@@ -150,6 +156,8 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
             epochs=epochs,
             images_per_epoch=images_per_epoch,
             limit_per_class=limit_per_class,
+            eval_mode=eval_mode,
+            eval_untrained=eval_untrained,
         )
         args = {**locals(), "model_ref": "champion"}
         _profiling_tasks(c, settings, args, after=trained)

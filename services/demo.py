@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def demo_arguments(
-    data: Path, baseline: Path, *, epochs: int, images_per_epoch: int, limit_per_class: int = 2
+    data: Path, baseline: Path, *, epochs: int, images_per_epoch: int, limit_per_class: int = 4
 ) -> dict[str, Any]:
     """end_to_end arguments for the repository's demo data (absolute paths: steps run elsewhere)."""
     data = data.resolve()
@@ -32,6 +32,7 @@ def demo_arguments(
         "epochs": epochs,
         "images_per_epoch": images_per_epoch,
         "limit_per_class": limit_per_class,
+        "eval_untrained": False,  # the benchmark suites compare with the untrained network; the demo saves time
         "mode": "cell-region",
         "rc": 1.0,
         "gray_rgb": True,  # the demo mixes grey fluorescence with colour histology

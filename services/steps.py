@@ -75,21 +75,37 @@ def pretrain_step(
 
 
 def evaluate_models_step(
-    candidate: str, data_dir: str, out_dir: str, *, baseline: str = "", limit_per_class: int = 4, n_boot: int = 200
+    candidate: str,
+    data_dir: str,
+    out_dir: str,
+    *,
+    baseline: str = "",
+    limit_per_class: int = 4,
+    mode: str = "cell-region",
+    untrained: bool = True,
+    n_boot: int = 200,
 ) -> dict[str, Any]:
-    """Score a candidate encoder, an optional baseline and the untrained network on the full-field suite."""
+    """Score a candidate encoder, an optional baseline and the untrained network on the full-field suite.
+
+    ``mode`` cell-region is the paper's protocol (every cell embedded, ~10 s per field and encoder on
+    2 CPU cores); rescale embeds each field once but image type is then too easy to rank encoders.
+    """
     from microsnoop.evaluate.report import write_report
     from microsnoop.evaluate.suites import SuiteConfig, suites
 
-    checkpoints: dict[str, Path | None] = {"candidate": Path(candidate), "untrained": None}
+    checkpoints: dict[str, Path | None] = {"candidate": Path(candidate)}
+    if untrained:
+        checkpoints["untrained"] = None
     if baseline:
         checkpoints["baseline"] = Path(baseline)
-    config = SuiteConfig(limit_per_class=limit_per_class, n_boot=n_boot, handcrafted=False, mlp=False)
+    config = SuiteConfig(
+        limit_per_class=limit_per_class or None, n_boot=n_boot, handcrafted=False, mlp=False, field_mode=mode
+    )
     result = suites()["dsb2018-fields"](Path(data_dir), checkpoints, config)
     paths = write_report(result, Path(out_dir), command=f"evaluate_models_step({candidate!r}, {data_dir!r})")
     scores = {name: float(s["knn_1"]["accuracy"]) for name, s in result["scores"].items()}
     return {
-        "metric": "dsb2018_fields_knn1_accuracy",
+        "metric": f"dsb2018_fields_{mode.replace('-', '_')}_knn1_accuracy",
         "scores": scores,
         "models": result["models"],
         "markdown": paths["md"].read_text(),

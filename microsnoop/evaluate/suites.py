@@ -37,6 +37,7 @@ class SuiteConfig:
     device: str = "auto"
     handcrafted: bool = True
     mlp: bool = True
+    field_mode: str = "cell-region"  # dsb2018-fields: cell-region (the paper's) or rescale (one pass per field, fast)
 
 
 def load_encoders(checkpoints: dict[str, Path | None], seed: int) -> dict[str, tuple[MicrosnoopEncoder, str]]:
@@ -115,7 +116,11 @@ def cell_cycle_suite(data_dir: Path, checkpoints: dict[str, Path | None], config
 
 
 def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], config: SuiteConfig) -> dict[str, Any]:
-    """Full-field image type (heuristic modality: derived labels) by 1-NN over cell-region embeddings."""
+    """Full-field image type (heuristic modality: derived labels) by 1-NN over field embeddings.
+
+    Fields are embedded in ``config.field_mode``: cell-region (cells cropped by the ground-truth masks,
+    averaged) or rescale (the whole field resized once).
+    """
     man = pd.read_csv(data_dir / "manifest.csv")
     man = man.iloc[_sample(man["heuristic_modality"], config.limit_per_class, config.seed)].reset_index(drop=True)
     fields, masks = [], []
@@ -126,7 +131,7 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
     labels = man["heuristic_modality"].to_numpy()
     runtime = init_runtime(device=config.device)
     feature_sets, versions = {}, {}
-    profile = ProfileConfig(mode="cell-region", rc=1.0, batch_size=config.batch_size)
+    profile = ProfileConfig(mode=config.field_mode, rc=1.0, batch_size=config.batch_size)
     for name, (encoder, version) in load_encoders(checkpoints, config.seed).items():
         profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)
         if any(p.embedding is None for p in profs):
@@ -140,6 +145,7 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: dict[str, Path | None], co
     scores = {name: {"knn_1": knn_loo_scores(x, labels, k=1, n_boot=config.n_boot)} for name, x in feature_sets.items()}
     return {
         "suite": "dsb2018-fields",
+        "field_mode": config.field_mode,
         "n": len(labels),
         "classes": dict(pd.Series(labels).value_counts()),
         "labels_note": "heuristic_modality is derived from pixel statistics, not ground truth",
