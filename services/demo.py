@@ -79,8 +79,10 @@ def run_platform_demo(
     echo(f"      finished in {time.perf_counter() - started:.0f} s; artifacts under {root}")
     echo("[3/4] registry and scores")
     versions = list_versions(settings)
+    echo("      candidate and shipped baseline scored on the same labelled fields (4 per image type; 1-NN,")
+    echo("      cell-region); 'champion' moves only when the candidate is strictly better")
     for row in versions.to_dict("records"):
-        echo(f"      {settings.model_name} v{row['version']} aliases={row.get('aliases')} {_scores(row)}")
+        echo(f"      {settings.model_name} v{row['version']} aliases={row.get('aliases') or '-'} {_scores(row)}")
     profile = latest_json(root, "scores.json")
     if profile is not None:
         lo, hi = profile["accuracy_ci95"]
@@ -94,7 +96,7 @@ def run_platform_demo(
         hits = store.search("image", model_version=version, entity_id=str(query["entity_id"]), k=5)
     echo(f"      5 nearest images to {query['entity_id']} ({query.get('label')}), model {version}:")
     for hit in hits:
-        echo(f"        {hit.entity_id}  cosine distance {hit.distance:.3f}  label {hit.metadata.get('label')}")
+        echo(f"        {hit.entity_id}  cosine distance {hit.distance:.2e}  label {hit.metadata.get('label')}")
     echo(
         "next: 'microsnoop dashboard --data-dir "
         f"{settings.data_dir}' (Streamlit), 'mlflow ui --backend-store-uri {settings.tracking_uri}', "
