@@ -7,6 +7,7 @@ system user, which must be able to traverse to its data dir.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,19 @@ import pytest
 
 from services.featurestore.server import ensure_postgres, stop_postgres
 from services.settings import PlatformSettings
+
+
+@contextlib.contextmanager
+def embedded_platform(prefix: str) -> Iterator[PlatformSettings]:
+    """Fresh embedded services (PostgreSQL running, MLflow and store folders) in a reachable temp folder."""
+    path = Path(tempfile.mkdtemp(prefix=f"microsnoop-{prefix}-"))
+    settings = PlatformSettings().with_data_dir(path)
+    try:
+        ensure_postgres(settings)
+        yield settings
+    finally:
+        stop_postgres(settings)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

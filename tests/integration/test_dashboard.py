@@ -24,8 +24,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services.featurestore import FeatureStore, ensure_postgres, stop_postgres
+from services.featurestore import FeatureStore
 from services.settings import PlatformSettings
+from tests.integration._postgres import embedded_platform
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
@@ -47,24 +48,20 @@ def _tiny_fields(tmp_path: Path, n: int = 3) -> Path:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
+def platform() -> Iterator[PlatformSettings]:
     """Embedded PostgreSQL + MLflow with the shipped model as champion and 3 demo fields profiled with it."""
     if not E2E:
         pytest.skip("needs a profiling run (over a minute): run with 'make e2e'")
     from pipelines.runner import run_local
     from services.registry import register_encoder
 
-    settings = PlatformSettings().with_data_dir(tmp_path_factory.mktemp("dashboard"))
-    ensure_postgres(settings)
-    try:
+    with embedded_platform("dashboard") as settings:
         register_encoder(
             settings, MODEL, lineage={"source": "shipped model"}, scores={"knn1": 0.9}, primary_metric="knn1"
         )
         args = {"source_table": str(_tiny_fields(settings.data_dir)), "model_ref": "champion"}
         run_local("profiling", args, settings, pipeline_root=settings.data_dir / "kfp")
         yield settings
-    finally:
-        stop_postgres(settings)
 
 
 def _point_at(monkeypatch: pytest.MonkeyPatch, settings: PlatformSettings, **extra: str) -> None:
@@ -220,21 +217,15 @@ def test_missing_champion_is_a_message(monkeypatch: pytest.MonkeyPatch, platform
 PAGES = ["overview", "phenotype_map", "similarity", "benchmarks", "batch_effects", "reconstruction"]
 
 
-def test_empty_store_shows_a_message_on_every_page(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    settings = PlatformSettings().with_data_dir(tmp_path_factory.mktemp("dashboard-empty"))
-    _point_at(monkeypatch, settings)
-    ensure_postgres(settings)
-    try:
+def test_empty_store_shows_a_message_on_every_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    with embedded_platform("dashboard-empty") as settings:
+        _point_at(monkeypatch, settings)
         for page in PAGES:
             at = _open(page)
             if page == "overview":
                 assert _texts(at.metric)[:3] == ["0", "0", "0"]
             if page != "benchmarks":
                 assert any("empty" in i for i in _texts(at.info)), page
-    finally:
-        stop_postgres(settings)
 
 
 def test_database_down_shows_a_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from pipelines.runner import COMPILED_DIR, compile_pipelines, compiled_path, run_local, submit
 from services.settings import PlatformSettings
+from tests.integration._postgres import embedded_platform
 from tests.integration._s3 import S3Server
 
 pytestmark = pytest.mark.integration
@@ -155,14 +156,10 @@ def test_submit_without_a_compiled_file_says_how_to_fix(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
+def platform_settings() -> Iterator[PlatformSettings]:
     """Fresh embedded PostgreSQL, MLflow (SQLite) and file store for this module's pipeline runs."""
-    from services.featurestore import ensure_postgres, stop_postgres
-
-    settings = PlatformSettings().with_data_dir(tmp_path_factory.mktemp("pipelines"))
-    ensure_postgres(settings)
-    yield settings
-    stop_postgres(settings)
+    with embedded_platform("pipelines") as settings:
+        yield settings
 
 
 def _tiny_fields(tmp_path: Path, n: int = 3) -> Path:
