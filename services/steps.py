@@ -27,11 +27,13 @@ def _settings(settings: PlatformSettings | None) -> PlatformSettings:
 
 def archive_files(files: list[Path], *, kind: str, manifest: str, settings: PlatformSettings | None = None) -> str:
     """Store files by content hash under ``kind`` and write a manifest naming them; returns the manifest URI."""
+    import re
+
     from services.storage import open_store
 
     store = open_store(_settings(settings))
     objects = [store.put_file(f, kind=kind) for f in files if f.is_file()]
-    return store.write_manifest(manifest, objects)
+    return store.write_manifest(re.sub(r"[^A-Za-z0-9._-]+", "-", manifest), objects)
 
 
 def code_revision() -> str:

@@ -79,17 +79,25 @@ def plot_scores(result: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def plot_map(features: np.ndarray, labels: np.ndarray, out: Path, *, title: str, seed: int = 0) -> Path:
-    """2-D map of embeddings coloured by label: UMAP when umap-learn is installed, else PCA."""
-    try:
-        import umap  # lazy: optional dependency
+def _pca_2d(features: np.ndarray) -> np.ndarray:
+    centred = features - features.mean(0)
+    xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # one point or one component: pad to 2-D
 
-        xy = umap.UMAP(random_state=seed, n_neighbors=min(15, len(features) - 1)).fit_transform(features)
-        method = "UMAP"
-    except ImportError:
-        centred = features - features.mean(0)
-        xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
-        method = "PCA"
+
+def plot_map(features: np.ndarray, labels: np.ndarray, out: Path, *, title: str, seed: int = 0) -> Path:
+    """2-D map of embeddings coloured by label: UMAP when umap-learn is installed and n > 10, else PCA."""
+    xy, method = None, "PCA"
+    if len(features) > 10:  # UMAP's spectral layout fails on a handful of points
+        try:
+            import umap  # lazy: optional dependency
+
+            xy = umap.UMAP(random_state=seed, n_neighbors=min(15, len(features) - 1)).fit_transform(features)
+            method = "UMAP"
+        except ImportError:
+            pass
+    if xy is None:
+        xy = _pca_2d(features)
     fig, ax = plt.subplots(figsize=(6, 5))
     for lab in sorted(set(labels.tolist())):
         sel = labels == lab

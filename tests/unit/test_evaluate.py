@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,3 +125,12 @@ def test_mean_ci95_matches_a_direct_bootstrap() -> None:
     assert mean_ci95(values, n_boot=400, seed=3) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
     with pytest.raises(ValueError, match="no values"):
         mean_ci95(np.array([]))
+
+
+@pytest.mark.parametrize("n", [1, 3, 12])
+def test_plot_map_handles_a_handful_of_points(n: int, tmp_path: Path) -> None:
+    from microsnoop.evaluate.report import plot_map
+
+    rng = np.random.default_rng(0)
+    out = plot_map(rng.random((n, 8)), np.array(["a", "b"] * 6)[:n], tmp_path / "map.png", title="t")
+    assert out.stat().st_size > 0
