@@ -241,3 +241,30 @@ def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server:
     before = sorted(store.list_uris("images"))
     stage_source_step(str(_tiny_fields(tmp_path, n=2)), str(tmp_path / "staged2"), settings=settings)
     assert sorted(store.list_uris("images")) == before
+
+
+def test_stage_step_reads_a_source_table_from_s3(tmp_path: Path, s3_server: S3Server) -> None:
+    from minio import Minio
+
+    from services.steps import stage_source_step
+
+    client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False)
+    if not client.bucket_exists("plates"):
+        client.make_bucket("plates")
+    table = pd.read_csv(_tiny_fields(tmp_path, n=2))
+    for i, path in enumerate(table["path"]):
+        client.fput_object("plates", f"run1/images/field{i}.png", path)
+    table["path"] = ["images/field0.png", "images/field1.png"]
+    table.to_csv(tmp_path / "plate.csv", index=False)
+    client.fput_object("plates", "run1/plate.csv", str(tmp_path / "plate.csv"))
+    settings = PlatformSettings(
+        data_dir=tmp_path,
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+    )
+    out = stage_source_step("s3://plates/run1/plate.csv", str(tmp_path / "staged"), settings=settings)
+    staged = pd.read_csv(tmp_path / "staged" / "source.csv")
+    assert out["n_images"] == 2 and list(staged["Metadata_ImageID"]) == list(table["Metadata_ImageID"])
+    assert all((tmp_path / "staged" / p).is_file() for p in staged["path"])
+    assert not (tmp_path / "staged" / "source-input").exists()  # downloads stay out of the artifact
