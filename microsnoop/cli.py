@@ -610,7 +610,7 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Epochs of the brief pretraining.")] = 3,
     images_per_epoch: Annotated[int, typer.Option(help="Images per epoch of the brief pretraining.")] = 48,
 ) -> None:
-    """The main job on embedded defaults: curate, pretrain briefly, reconstruct, embed, kNN vs untrained."""
+    """Library-only demo (make demo-core): curate, pretrain briefly, reconstruct, embed, kNN vs untrained."""
     from microsnoop.demo import run_demo
 
     _setup_logging(False)

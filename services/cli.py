@@ -168,7 +168,7 @@ def search(
     level: Annotated[str, typer.Option(help="cell, image or treatment.")] = "image",
     entity_id: Annotated[str | None, typer.Option(help="Find neighbours of this stored entity.")] = None,
     model_version: Annotated[str | None, typer.Option(help="Model version (default: the latest published).")] = None,
-    k: Annotated[int, typer.Option(help="Neighbours to return.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours to return.")] = 5,
     exclude_same: Annotated[
         list[str] | None, typer.Option(help="Drop hits sharing this field (plate, compound); repeat.")
     ] = None,
