@@ -191,7 +191,9 @@ def search(
     typer.echo(f"# {k} nearest {level}s to {entity_id} (model {version})")
     for hit in hits:
         typer.echo(
-            json.dumps({"entity_id": hit.entity_id, "distance": round(hit.distance, 4), **hit.metadata}, default=str)
+            json.dumps(
+                {"entity_id": hit.entity_id, "distance": float(f"{hit.distance:.3g}"), **hit.metadata}, default=str
+            )
         )
 
 
