@@ -26,6 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.featurestore import FeatureStore
 from services.settings import PlatformSettings
+from tests.integration._data import tiny_fields
 from tests.integration._postgres import embedded_platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,15 +37,6 @@ E2E = os.environ.get("MICROSNOOP_E2E") == "1"
 
 pytestmark = pytest.mark.integration
 e2e = pytest.mark.skipif(not E2E, reason="needs a profiling run (over a minute): run with 'make e2e'")
-
-
-def _tiny_fields(tmp_path: Path, n: int = 3) -> Path:
-    table = pd.read_csv(REPO / "demo_data" / "dsb2018" / "fields.csv")
-    table = table[table.Metadata_Label == "fluorescence_gray"].head(n).copy()
-    table["path"] = [str(REPO / "demo_data" / "dsb2018" / p) for p in table["path"]]
-    out = tmp_path / "fields.csv"
-    table.to_csv(out, index=False)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +51,7 @@ def platform() -> Iterator[PlatformSettings]:
         register_encoder(
             settings, MODEL, lineage={"source": "shipped model"}, scores={"knn1": 0.9}, primary_metric="knn1"
         )
-        args = {"source_table": str(_tiny_fields(settings.data_dir)), "model_ref": "champion"}
+        args = {"source_table": str(tiny_fields(settings.data_dir)), "model_ref": "champion"}
         run_local("profiling", args, settings, pipeline_root=settings.data_dir / "kfp")
         yield settings
 
@@ -153,7 +145,7 @@ def test_similarity_upload_is_embedded_with_the_champion(app_env: PlatformSettin
     at = _open("similarity")
     at.radio(key="search-source").set_value("Upload an image").run()
     (app_env.data_dir / "upload").mkdir(exist_ok=True)
-    field = pd.read_csv(_tiny_fields(app_env.data_dir / "upload"))
+    field = pd.read_csv(tiny_fields(app_env.data_dir / "upload"))
     path = Path(field["path"].iloc[0])
     at.file_uploader[0].set_value((path.name, path.read_bytes(), "image/png")).run()
     at.button(key="search-go").click().run()

@@ -18,6 +18,7 @@ import yaml
 
 from pipelines.runner import COMPILED_DIR, compile_pipelines, compiled_path, run_local, submit
 from services.settings import PlatformSettings
+from tests.integration._data import tiny_fields
 from tests.integration._postgres import embedded_platform
 from tests.integration._s3 import S3Server
 
@@ -162,15 +163,6 @@ def platform_settings() -> Iterator[PlatformSettings]:
         yield settings
 
 
-def _tiny_fields(tmp_path: Path, n: int = 3) -> Path:
-    table = pd.read_csv(REPO / "demo_data" / "dsb2018" / "fields.csv")
-    table = table[table.Metadata_Label == "fluorescence_gray"].head(n).copy()
-    table["path"] = [str(REPO / "demo_data" / "dsb2018" / p) for p in table["path"]]
-    out = tmp_path / "fields.csv"
-    table.to_csv(out, index=False)
-    return out
-
-
 @pytest.mark.slow
 def test_profiling_runs_locally_and_republishing_keeps_row_counts(
     tmp_path: Path, platform_settings: PlatformSettings
@@ -178,7 +170,7 @@ def test_profiling_runs_locally_and_republishing_keeps_row_counts(
     from services.featurestore import FeatureStore
 
     args = {
-        "source_table": str(_tiny_fields(tmp_path)),
+        "source_table": str(tiny_fields(tmp_path)),
         "model_ref": str(REPO / "models" / "microsnoop-cpu-v1.pt"),
         "label_column": "Metadata_Label",
     }
@@ -208,7 +200,7 @@ def test_end_to_end_registers_a_champion_and_publishes_with_its_version(
     from services.registry import list_versions
 
     args = demo_arguments(REPO / "demo_data", REPO / "models" / "microsnoop-cpu-v1.pt", epochs=1, images_per_epoch=8)
-    args.update(source_table=str(_tiny_fields(tmp_path, n=2)), limit_per_class=1)
+    args.update(source_table=str(tiny_fields(tmp_path, n=2)), limit_per_class=1)
     run_local("end_to_end", args, platform_settings, pipeline_root=tmp_path / "kfp")
     versions = list_versions(platform_settings)
     assert len(versions) >= 2  # the shipped baseline and the new candidate, each registered once
@@ -231,7 +223,7 @@ def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server:
         s3_access_key=s3_server.access_key,
         s3_secret_key=s3_server.secret_key,
     )
-    out = stage_source_step(str(_tiny_fields(tmp_path, n=2)), str(tmp_path / "staged"), settings=settings)
+    out = stage_source_step(str(tiny_fields(tmp_path, n=2)), str(tmp_path / "staged"), settings=settings)
     staged = pd.read_csv(tmp_path / "staged" / "source.csv")
     store = open_store(settings)
     assert out["n_images"] == 2 and all(u.startswith("s3://microsnoop-steps/") for u in staged["Metadata_ImageURI"])
@@ -239,7 +231,7 @@ def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server:
     assert len(store.read_manifest(out["manifest"])["objects"]) == 2
     # Staging again uploads nothing new: the keys are content hashes.
     before = sorted(store.list_uris("images"))
-    stage_source_step(str(_tiny_fields(tmp_path, n=2)), str(tmp_path / "staged2"), settings=settings)
+    stage_source_step(str(tiny_fields(tmp_path, n=2)), str(tmp_path / "staged2"), settings=settings)
     assert sorted(store.list_uris("images")) == before
 
 
@@ -251,7 +243,7 @@ def test_stage_step_reads_a_source_table_from_s3(tmp_path: Path, s3_server: S3Se
     client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False)
     if not client.bucket_exists("plates"):
         client.make_bucket("plates")
-    table = pd.read_csv(_tiny_fields(tmp_path, n=2))
+    table = pd.read_csv(tiny_fields(tmp_path, n=2))
     for i, path in enumerate(table["path"]):
         client.fput_object("plates", f"run1/images/field{i}.png", path)
     table["path"] = ["images/field0.png", "images/field1.png"]
