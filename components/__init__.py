@@ -1,4 +1,4 @@
-"""KFP v2 components: one typed function per stage, each a single call into ``services.steps``.
+"""KFP v2 components: one typed function per stage, each a single call into ``services.steps`` or ``services.staging``.
 
 Functions are plain until :func:`build_components` wraps them for a given container image, so the
 image tag is chosen when a pipeline is compiled, never at import.

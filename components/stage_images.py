@@ -5,6 +5,6 @@ from kfp.dsl import Dataset, Output
 
 def stage_images(source_table: str, staged: Output[Dataset]) -> dict:
     """Upload the images of a path table; the staged table carries their store URIs."""
-    from services.steps import stage_source_step
+    from services.staging import stage_source_step
 
     return stage_source_step(source_table, staged.path)

@@ -43,14 +43,8 @@ def pg_tmp_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def pg_settings() -> Iterator[PlatformSettings]:
     """Settings whose data_dir holds a running embedded server (stopped and removed at the end of the session)."""
-    path = Path(tempfile.mkdtemp(prefix="microsnoop-pg-"))
-    settings = PlatformSettings().with_data_dir(path)
-    try:
-        ensure_postgres(settings)
+    with embedded_platform("pg") as settings:
         yield settings
-    finally:
-        stop_postgres(settings)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -213,7 +213,7 @@ def test_end_to_end_registers_a_champion_and_publishes_with_its_version(
 
 
 def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server: S3Server) -> None:
-    from services.steps import stage_source_step
+    from services.staging import stage_source_step
     from services.storage import open_store
 
     settings = PlatformSettings(
@@ -238,7 +238,7 @@ def test_stage_step_stores_images_in_a_real_s3_server(tmp_path: Path, s3_server:
 def test_stage_step_reads_a_source_table_from_s3(tmp_path: Path, s3_server: S3Server) -> None:
     from minio import Minio
 
-    from services.steps import stage_source_step
+    from services.staging import stage_source_step
 
     client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False)
     if not client.bucket_exists("plates"):
