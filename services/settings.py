@@ -137,3 +137,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> PlatformSettings:
     if "s3_secret_key" not in values and env.get("AWS_SECRET_ACCESS_KEY"):
         values["s3_secret_key"] = env["AWS_SECRET_ACCESS_KEY"]
     return PlatformSettings(**values)  # type: ignore[arg-type]
+
+
+def settings_or_env(settings: PlatformSettings | None) -> PlatformSettings:
+    """``settings`` when given, else :func:`load_settings` (what pipeline steps do in a container)."""
+    return settings if settings is not None else load_settings()

@@ -10,18 +10,14 @@ from typing import Any
 
 import pandas as pd
 
-from services.settings import PlatformSettings, load_settings
-
-
-def _settings(settings: PlatformSettings | None) -> PlatformSettings:
-    return settings if settings is not None else load_settings()
+from services.settings import PlatformSettings, settings_or_env
 
 
 def archive_files(files: list[Path], *, kind: str, manifest: str, settings: PlatformSettings | None = None) -> str:
     """Store files by content hash under ``kind`` and write a manifest naming them; returns the manifest URI."""
     from services.storage import open_store
 
-    store = open_store(_settings(settings))
+    store = open_store(settings_or_env(settings))
     objects = [store.put_file(f, kind=kind) for f in files if f.is_file()]
     return store.write_manifest(re.sub(r"[^A-Za-z0-9._-]+", "-", manifest), objects)
 
@@ -69,7 +65,7 @@ def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings |
 
     from microsnoop.io.sources import source_from_table
 
-    settings = _settings(settings)
+    settings = settings_or_env(settings)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="source-") as tmp:
         table_path = fetch_source(source, Path(tmp), settings) if source.startswith("s3://") else None

@@ -15,15 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services.settings import PlatformSettings, load_settings
+from services.settings import PlatformSettings, load_settings, settings_or_env
 from services.staging import archive_files, content_digest
 
 log = logging.getLogger(__name__)
 MODES = ("single-cell", "cell-region", "rescale", "tile")
-
-
-def _settings(settings: PlatformSettings | None) -> PlatformSettings:
-    return settings if settings is not None else load_settings()
 
 
 def code_revision() -> str:
@@ -117,7 +113,7 @@ def register_step(
     """Register the candidate (and the baseline, once) in MLflow; ``champion`` moves only on improvement."""
     from services.registry import register_encoder
 
-    settings = _settings(settings)
+    settings = settings_or_env(settings)
     metric = evaluation["metric"]
     lineage = {
         "pool_manifest_sha256": (pool or {}).get("manifest_sha256", "n/a"),
@@ -233,7 +229,7 @@ def embed_step(
 
     if mode not in MODES:
         raise ValueError(f"embed: mode {mode!r} is not one of {MODES}")
-    settings = _settings(settings)
+    settings = settings_or_env(settings)
     checkpoint = resolve_encoder(settings, model_ref)
     version = model_version_of(checkpoint, settings)
     encoder = load_encoder(checkpoint)
@@ -341,7 +337,7 @@ def publish_step(
     """Upsert image- and cell-level embeddings into the feature store (idempotent), then apply Feast."""
     from services.featurestore.store import FeatureStore
 
-    settings = _settings(settings)
+    settings = settings_or_env(settings)
     from microsnoop.postprocess.aggregate import per_treatment
 
     out: dict[str, Any] = {}
