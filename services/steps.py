@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,6 @@ from services.settings import PlatformSettings, load_settings, settings_or_env
 from services.staging import archive_files, content_digest
 
 log = logging.getLogger(__name__)
-MODES = ("single-cell", "cell-region", "rescale", "tile")
-
-
-def code_revision() -> str:
-    """The git commit of the code that runs (``unknown`` outside a checkout, e.g. in an image)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def curate_step(inputs: list[str], out_dir: str, *, types_table: str = "") -> dict[str, Any]:
@@ -118,7 +105,6 @@ def register_step(
     lineage = {
         "pool_manifest_sha256": (pool or {}).get("manifest_sha256", "n/a"),
         "training": json.dumps(params or {}, sort_keys=True),
-        "code_revision": code_revision(),
         "evaluation_models": json.dumps(evaluation.get("models", {}), sort_keys=True),
     }
     out: dict[str, Any] = {}
@@ -227,8 +213,6 @@ def embed_step(
     from microsnoop.stream import StreamConfig, run_embedding
     from services.registry import resolve_encoder
 
-    if mode not in MODES:
-        raise ValueError(f"embed: mode {mode!r} is not one of {MODES}")
     settings = settings_or_env(settings)
     checkpoint = resolve_encoder(settings, model_ref)
     version = model_version_of(checkpoint, settings)
