@@ -54,6 +54,30 @@ def fetch_source(source: str, dest: Path, settings: PlatformSettings) -> Path:
     return fetched
 
 
+def fetch_folder(uri: str, dest: Path, settings: PlatformSettings | None = None) -> Path:
+    """Download every object under ``s3://bucket/prefix`` into ``dest`` (same relative layout)."""
+    from services.storage import open_store
+
+    store = open_store(settings_or_env(settings), uri.rstrip("/"))
+    uris = store.list_uris()
+    if not uris:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix; upload the folder first")
+    for item in uris:
+        target = dest / store.key_for(item)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(item, target)
+    return dest
+
+
+def local_input(path: str, dest: Path, settings: PlatformSettings | None = None, *, table: bool = False) -> Path:
+    """A local path for a step input: itself, or a download of an ``s3://`` table (with its files) or folder."""
+    if not path.startswith("s3://"):
+        return Path(path.removeprefix("file://"))
+    if table:
+        return fetch_source(path, dest, settings_or_env(settings))
+    return fetch_folder(path, dest, settings)
+
+
 def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings | None = None) -> dict[str, Any]:
     """Store a source table's images by content hash and copy them into a self-contained staged folder.
 

@@ -15,20 +15,23 @@ import numpy as np
 import pandas as pd
 
 from services.settings import PlatformSettings, load_settings, settings_or_env
-from services.staging import archive_files, content_digest
+from services.staging import archive_files, content_digest, local_input
 
 log = logging.getLogger(__name__)
 
 
 def curate_step(inputs: list[str], out_dir: str, *, types_table: str = "") -> dict[str, Any]:
-    """Curate a pretraining pool from image folders or a path/type table; returns the pool summary."""
+    """Curate a pretraining pool from image folders or a path/type table (local or ``s3://``)."""
+    import tempfile
+
     from microsnoop.curate import curate_pool
     from microsnoop.models.checkpoint import file_sha256
 
     out = Path(out_dir)
-    _, report = curate_pool(
-        [Path(p) for p in inputs], out, types_table=Path(types_table) if types_table else None, progress=False
-    )
+    with tempfile.TemporaryDirectory(prefix="curate-") as tmp:
+        folders = [local_input(p, Path(tmp) / f"in{i}") for i, p in enumerate(inputs)]
+        table = local_input(types_table, Path(tmp) / "types", table=True) if types_table else None
+        _, report = curate_pool(folders, out, types_table=table, progress=False)
     if report.n_planes == 0:
         raise ValueError(f"curate: no usable planes from {inputs or types_table}; see the skipped files: {report}")
     return {"n_planes": report.n_planes, "manifest_sha256": file_sha256(out / "manifest.parquet")}
@@ -62,9 +65,12 @@ def evaluate_models_step(
 ) -> dict[str, Any]:
     """Score a candidate encoder, an optional baseline and the untrained network on the full-field suite.
 
+    ``data_dir`` (local or ``s3://``) holds ``manifest.csv``, ``images/`` and ``labels/`` as in DSB2018.
     ``mode`` cell-region is the paper's protocol (every cell embedded, ~10 s per field and encoder on
     2 CPU cores); rescale embeds each field once but image type is then too easy to rank encoders.
     """
+    import tempfile
+
     from microsnoop.evaluate.report import write_report
     from microsnoop.evaluate.suites import SuiteConfig, suites
 
@@ -76,7 +82,8 @@ def evaluate_models_step(
     config = SuiteConfig(
         limit_per_class=limit_per_class or None, n_boot=n_boot, handcrafted=False, mlp=False, field_mode=mode
     )
-    result = suites()["dsb2018-fields"](Path(data_dir), checkpoints, config)
+    with tempfile.TemporaryDirectory(prefix="fields-") as tmp:
+        result = suites()["dsb2018-fields"](local_input(data_dir, Path(tmp)), checkpoints, config)
     paths = write_report(result, Path(out_dir), command=f"evaluate_models_step({candidate!r}, {data_dir!r})")
     scores = {name: float(s["knn_1"]["accuracy"]) for name, s in result["scores"].items()}
     return {

@@ -99,10 +99,17 @@ def content_key(kind: str, sha256: str, suffix: str = "") -> str:
 
 
 def expected_sha(key: str) -> str | None:
-    """The SHA-256 a content-addressed key names, or None for other keys (manifests)."""
-    base = key.rsplit("/", 1)[-1]
+    """The SHA-256 a content-addressed key (``{kind}/{sha[:2]}/{sha}{suffix}``) names, else None.
+
+    Only that exact layout counts: other objects may have 64-hex names that are not their hash
+    (DSB2018 image ids, for one).
+    """
+    parts = key.split("/")
+    base = parts[-1]
     match = _HEX64.match(base)
     if match is None or (len(base) > 64 and base[64] != "."):
+        return None
+    if len(parts) < 3 or parts[-2] != base[:2]:
         return None
     return match.group(0)
 

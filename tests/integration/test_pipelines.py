@@ -260,3 +260,34 @@ def test_stage_step_reads_a_source_table_from_s3(tmp_path: Path, s3_server: S3Se
     assert out["n_images"] == 2 and list(staged["Metadata_ImageID"]) == list(table["Metadata_ImageID"])
     assert all((tmp_path / "staged" / p).is_file() for p in staged["path"])
     assert not (tmp_path / "staged" / "source-input").exists()  # downloads stay out of the artifact
+
+
+def test_step_inputs_on_s3_are_fetched_as_folders_and_tables(tmp_path: Path, s3_server: S3Server) -> None:
+    from minio import Minio
+
+    from services.staging import local_input
+
+    client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False)
+    if not client.bucket_exists("eval"):
+        client.make_bucket("eval")
+    fields = REPO / "demo_data" / "dsb2018"
+    names = ["manifest.csv", *[f"images/{p.name}" for p in sorted((fields / "images").glob("*.png"))[:2]]]
+    for name in names:
+        client.fput_object("eval", f"fields/{name}", str(fields / name))
+    types = pd.DataFrame({"path": ["images/a.png"], "type": ["fluorescence"]})
+    types.to_csv(tmp_path / "types.csv", index=False)
+    client.fput_object("eval", "pool/types.csv", str(tmp_path / "types.csv"))
+    client.fput_object("eval", "pool/images/a.png", str(fields / names[1]))
+    settings = PlatformSettings(
+        data_dir=tmp_path,
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+    )
+    folder = local_input("s3://eval/fields", tmp_path / "fields", settings)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == sorted(names)
+    table = pd.read_csv(local_input("s3://eval/pool/types.csv", tmp_path / "pool", settings, table=True))
+    assert table["type"].tolist() == ["fluorescence"] and Path(table["path"][0]).is_file()
+    assert local_input("/data/x.csv", tmp_path, settings) == Path("/data/x.csv")
+    with pytest.raises(FileNotFoundError, match="no objects"):
+        local_input("s3://eval/nothing", tmp_path / "none", settings)
