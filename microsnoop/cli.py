@@ -6,7 +6,7 @@ import json
 import logging
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -587,17 +587,8 @@ def benchmark(
 
 def report_to_sinks(paths: dict[str, Path]) -> list[str]:
     """Hand a written report to installed sinks (entry-point group ``microsnoop.reports``, e.g. MLflow)."""
-    notes = []
-    for entry in entry_points(group="microsnoop.reports"):
-        try:
-            sink = entry.load()
-        except ImportError as exc:
-            logging.getLogger(__name__).debug("report sink %s not loaded: %s", entry.name, exc)
-            continue
-        note = sink(paths)
-        if note:
-            notes.append(str(note))
-    return notes
+    notes = (sink(paths) for sink in _loaded_entry_points("microsnoop.reports"))
+    return [str(note) for note in notes if note]
 
 
 @app.command()
@@ -617,14 +608,20 @@ def demo(
     run_demo(out=out, data=data, shipped=shipped, epochs=epochs, images_per_epoch=images_per_epoch, echo=typer.echo)
 
 
+def _loaded_entry_points(group: str) -> list[Any]:
+    """The objects of an entry-point group; one whose extra is not installed is skipped (core still works)."""
+    loaded = []
+    for entry in entry_points(group=group):
+        try:
+            loaded.append(entry.load())
+        except ImportError as exc:
+            logging.getLogger(__name__).debug("%s plugin %s not loaded: %s", group, entry.name, exc)
+    return loaded
+
+
 def load_plugins(target: typer.Typer) -> None:
     """Add commands from installed plugins (entry-point group ``microsnoop.cli``), e.g. the platform layer."""
-    for entry in entry_points(group="microsnoop.cli"):
-        try:
-            register = entry.load()
-        except ImportError as exc:  # the platform extra is not installed: core commands still work
-            logging.getLogger(__name__).debug("plugin %s not loaded: %s", entry.name, exc)
-            continue
+    for register in _loaded_entry_points("microsnoop.cli"):
         register(target)
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from copairs.map import average_precision, mean_average_precision
 
+from microsnoop.evaluate.classification import bootstrap_ci
+
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +58,4 @@ def mean_ci95(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> tuple
     values = np.asarray(values, np.float64)
     if values.size == 0:
         raise ValueError("no values to bootstrap: the retrieval task produced no scorable queries")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(lo), float(hi)
+    return bootstrap_ci(values, values, lambda a, _b: float(a.mean()), n_boot=n_boot, seed=seed)
