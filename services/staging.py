@@ -19,7 +19,12 @@ def archive_files(files: list[Path], *, kind: str, manifest: str, settings: Plat
 
     store = open_store(settings_or_env(settings))
     objects = [store.put_file(f, kind=kind) for f in files if f.is_file()]
-    return store.write_manifest(re.sub(r"[^A-Za-z0-9._-]+", "-", manifest), objects)
+    return store.write_manifest(manifest_name(manifest), objects)
+
+
+def manifest_name(text: str) -> str:
+    """``text`` made a valid manifest name (one path segment): other characters become ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
 
 
 def content_digest(table: pd.DataFrame) -> str:
@@ -90,11 +95,9 @@ def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings |
     from microsnoop.io.sources import source_from_table
 
     settings = settings_or_env(settings)
-    out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="source-") as tmp:
-        table_path = fetch_source(source, Path(tmp), settings) if source.startswith("s3://") else None
-        table = source_from_table(table_path or Path(source.removeprefix("file://")))
-        return _stage(table, out, source, settings)
+        table = source_from_table(local_input(source, Path(tmp), settings, table=True))
+        return _stage(table, Path(out_dir), source, settings)
 
 
 def _stage(table: pd.DataFrame, out: Path, source: str, settings: PlatformSettings) -> dict[str, Any]:
@@ -115,5 +118,5 @@ def _stage(table: pd.DataFrame, out: Path, source: str, settings: PlatformSettin
         paths.append(str(local))
     table["Metadata_ImageURI"], table["path"] = uris, paths
     table.to_csv(out / "source.csv", index=False)
-    manifest = store.write_manifest(f"staged-{Path(source).stem}", objects, extra={"source": source})
+    manifest = store.write_manifest(manifest_name(f"staged-{Path(source).stem}"), objects, extra={"source": source})
     return {"n_images": len(table), "manifest": manifest}

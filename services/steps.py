@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services.settings import PlatformSettings, load_settings, settings_or_env
+from services.settings import PlatformSettings, settings_or_env
 from services.staging import archive_files, content_digest, local_input
 
 log = logging.getLogger(__name__)
@@ -283,12 +283,18 @@ def sphere_step(
 
 
 def evaluate_profiles_step(
-    profiles_dir: str, out_dir: str, *, label_column: str = "Metadata_Label", k: int = 1
+    profiles_dir: str,
+    out_dir: str,
+    *,
+    label_column: str = "Metadata_Label",
+    k: int = 1,
+    settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-out kNN accuracy (cosine) of a label column, with its 95 % bootstrap interval."""
+    """Leave-one-out kNN accuracy (cosine) of a label column with its 95 % interval; archived and logged."""
     from microsnoop.evaluate.classification import knn_loo_scores
     from microsnoop.postprocess.sphere import feature_columns
 
+    settings = settings_or_env(settings)
     df = pd.read_parquet(Path(profiles_dir) / "embeddings.parquet")
     if label_column not in df.columns:
         raise ValueError(
@@ -300,24 +306,22 @@ def evaluate_profiles_step(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
-    archive_files([out / "scores.json"], kind="reports", manifest=f"scores-{content_digest(df)}")
-    majority = float(df[label_column].value_counts(normalize=True).iloc[0])
-    _log_scores(scores, label_column, str(df.attrs.get("model_version", profiles_dir)))
+    archive_files([out / "scores.json"], kind="reports", manifest=f"scores-{content_digest(df)}", settings=settings)
+    _log_scores(settings, {"label_column": label_column, "source": profiles_dir, "scores": scores})
     return {
         "knn_accuracy": float(scores["accuracy"]),
         "ci95": list(scores["accuracy_ci95"]),
-        "majority_share": majority,
+        "majority_share": float(df[label_column].value_counts(normalize=True).iloc[0]),
         "n": len(df),
     }
 
 
-def _log_scores(scores: dict[str, Any], label_column: str, source: str) -> None:
+def _log_scores(settings: PlatformSettings, report: dict[str, Any]) -> None:
     """Profiling scores to MLflow (experiment microsnoop-profiling); a registry outage only warns."""
     from services.tracking import log_benchmark
 
-    report = {"label_column": label_column, "source": source, "scores": scores}
     try:
-        log_benchmark(load_settings(), report, experiment="microsnoop-profiling", run_name=f"knn {label_column}")
+        log_benchmark(settings, report, experiment="microsnoop-profiling", run_name=f"knn {report['label_column']}")
     except Exception as exc:  # noqa: BLE001 - scores are already on disk; tracking is best effort here
         log.warning("profiling scores not logged to MLflow: %s", exc)
 
@@ -326,11 +330,11 @@ def publish_step(
     embeddings_dir: str, *, model_version: str, sphered_dir: str = "", settings: PlatformSettings | None = None
 ) -> dict[str, Any]:
     """Upsert image- and cell-level embeddings into the feature store (idempotent), then apply Feast."""
+    from microsnoop.postprocess.aggregate import per_treatment
+    from services.featurestore.feast_repo import apply_feature_repo
     from services.featurestore.store import FeatureStore
 
     settings = settings_or_env(settings)
-    from microsnoop.postprocess.aggregate import per_treatment
-
     out: dict[str, Any] = {}
     images = pd.read_parquet(Path(embeddings_dir) / "embeddings.parquet")
     cells_path = Path(embeddings_dir) / "cells.parquet"
@@ -345,7 +349,5 @@ def publish_step(
             treatments = per_treatment(sphered)
             out["treatment"] = store.publish("treatment", treatments, model_version=model_version).total
         out["counts"] = store.counts()
-    from services.featurestore.feast_repo import apply_feature_repo
-
     out["feast_repo"] = str(apply_feature_repo(settings))  # definitions applied, online store materialised
     return out
