@@ -6,7 +6,7 @@ Every service takes a :class:`PlatformSettings`; on a laptop the defaults point 
 ===============================  ==========================================================  ======================
 Variable                         Meaning                                                     Default
 ===============================  ==========================================================  ======================
-MICROSNOOP_DATA_DIR              where embedded services keep their state                    ``./runs/platform``
+MICROSNOOP_DATA_DIR              where embedded services keep their state (made absolute)   checkout's ``runs/platform``
 MICROSNOOP_PG_DSN                PostgreSQL DSN (pgvector installed); empty = embedded       embedded server
 MICROSNOOP_MLFLOW_URI            MLflow tracking URI; empty = SQLite under data_dir          ``sqlite:///...``
 MICROSNOOP_MLFLOW_ARTIFACTS      artifact root for new experiments (``s3://`` in a cluster)  ``data_dir/mlartifacts``
@@ -24,6 +24,8 @@ MICROSNOOP_GPU_NODE_SELECTOR     ``key=value`` node selector for GPU steps      
 MICROSNOOP_GPU_TOLERATION        ``key=value:Effect`` toleration for GPU steps              none
 MICROSNOOP_STEPS_SECRET_NAME     Secret whose MICROSNOOP_* keys every compiled step gets     none
                                  as environment variables (service DSNs and S3 keys)
+MICROSNOOP_SEARCH_API_KEYS       file of hashed search-API keys, re-read when it changes     none: open, loopback
+                                 (format in services/search_auth.py)                         only
 ===============================  ==========================================================  ======================
 """
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from microsnoop import __version__
@@ -52,11 +54,19 @@ def _parse_bool(name: str, value: str) -> bool:
     raise SettingsError(f"{PREFIX}{name}={value!r} is not a boolean; use true or false")
 
 
+def default_data_dir() -> Path:
+    """``runs/platform`` of the source checkout (absolute), else ``$XDG_DATA_HOME/microsnoop``."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "microsnoop").is_dir():
+        return checkout / "runs" / "platform"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "microsnoop"
+
+
 @dataclass(frozen=True)
 class PlatformSettings:
     """Where the platform's services live; build with :func:`load_settings`."""
 
-    data_dir: Path = Path("runs/platform")
+    data_dir: Path = field(default_factory=default_data_dir)
     pg_dsn: str = ""
     mlflow_uri: str = ""
     mlflow_artifacts: str = ""
@@ -73,8 +83,11 @@ class PlatformSettings:
     gpu_node_selector: str = ""
     gpu_toleration: str = ""
     steps_secret_name: str = ""
+    search_api_keys: str = ""
 
     def __post_init__(self) -> None:
+        # absolute at once: a relative folder would silently open another, empty database elsewhere
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
         if self.gpu_limit < 0:
             raise SettingsError(f"{PREFIX}GPU_LIMIT must be >= 0, got {self.gpu_limit}")
         if self.storage_uri and not self.storage_uri.startswith(("file://", "s3://")):
