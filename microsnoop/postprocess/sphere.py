@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import kneed
 import numpy as np
 import pandas as pd
 
 from microsnoop.errors import ConfigError, MicrosnoopError
 
 log = logging.getLogger(__name__)
+SCOPES = ("auto", "batch", "global")
+SPECTRA = ("full", "nonzero")
+NULL_SPACE_TOL = 1e-10  # eigenvalues below this fraction of the largest are the null space, not the spectrum
 
 
 class FewControlsWarning(UserWarning):
@@ -26,44 +30,62 @@ class NoControlsError(MicrosnoopError, ValueError):
 
 @dataclass(frozen=True)
 class SphereConfig:
-    """Which rows are controls, how batches are defined, and the regularisation."""
+    """Which rows are controls, how batches are defined, and the regularisation.
+
+    ``scope="auto"`` (the default) fits one transform per batch only when every batch has at least
+    ``auto_min_ratio`` controls per feature (the correlation matrix then has full rank with room to
+    spare), else one global transform; the choice and its reason are kept on the fit.
+    """
 
     control_column: str = "Metadata_Compound"
     control_value: str = "DMSO"
     batch_column: str | None = "Metadata_Plate"
-    scope: str = "batch"
+    scope: str = "auto"
     reg: float | str = "knee"
     variance_floor: float = 1e-3
     missing_controls: str = "error"
+    auto_min_ratio: float = 2.0
+    knee_spectrum: str = "full"
 
     def __post_init__(self) -> None:
-        if self.scope not in ("batch", "global"):
-            raise ConfigError(f"scope must be 'batch' or 'global', got {self.scope!r}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.scope == "batch" and not self.batch_column:
             raise ConfigError("scope='batch' needs a batch_column")
         if not (self.reg == "knee" or (isinstance(self.reg, float | int) and self.reg > 0)):
             raise ConfigError(f"reg must be 'knee' or a positive number, got {self.reg!r}")
         if self.missing_controls not in ("error", "global"):
             raise ConfigError(f"missing_controls must be 'error' or 'global', got {self.missing_controls!r}")
+        if self.auto_min_ratio <= 0:
+            raise ConfigError(f"auto_min_ratio must be positive, got {self.auto_min_ratio}")
+        if self.knee_spectrum not in SPECTRA:
+            raise ConfigError(f"knee_spectrum must be one of {SPECTRA}, got {self.knee_spectrum!r}")
 
 
-def knee_value(eigenvalues: np.ndarray) -> float:
-    """Eigenvalue at the knee of the sorted (descending) spectrum: the point farthest from the chord.
+def knee_value(eigenvalues: np.ndarray, *, spectrum: str = "full") -> float:
+    """Eigenvalue at the knee of the sorted (descending) spectrum, found by ``kneed`` as in the reference.
 
-    The kneedle idea in a few lines of numpy; not worth a dependency. Zero eigenvalues (the null space
-    when there are fewer controls than features) are left out, or the knee would sit on them.
+    ``kneed.KneeLocator(range(n), T, S=1.0, curve="convex", direction="decreasing")``; ``spectrum="full"``
+    passes every eigenvalue, zeros of a rank-deficient matrix included (the reference), ``"nonzero"``
+    leaves the null space out. When kneed finds no knee (flat, straight or tiny spectra) the smallest
+    non-zero eigenvalue is returned, so the span of the controls is whitened exactly.
+
+    >>> knee_value(np.array([10.0, 5.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1]))
+    1.0
     """
+    if spectrum not in SPECTRA:
+        raise ConfigError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
     t = np.sort(np.asarray(eigenvalues, np.float64))[::-1]
-    t = t[t > max(t[0], 0.0) * 1e-10]  # null space of a rank-deficient matrix (n <= d) is not the spectrum
     if len(t) == 0:
         return 0.0
-    if len(t) < 3:
-        return float(t[-1])
-    x = np.linspace(0.0, 1.0, len(t))
-    span = t[0] - t[-1]
-    y = (t - t[-1]) / span if span > 0 else np.zeros_like(t)
-    distance = (1.0 - x) - y  # chord from (0, 1) to (1, 0); the curve lies below it for a convex spectrum
-    return float(t[int(np.argmax(distance))])
+    nonzero = t[t > max(t[0], 0.0) * NULL_SPACE_TOL]
+    if len(nonzero) == 0:
+        return 0.0
+    curve = t if spectrum == "full" else nonzero
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")  # kneed warns "no knee/elbow found" and divides by zero on flat curves
+        elbow = kneed.KneeLocator(range(len(curve)), curve, S=1.0, curve="convex", direction="decreasing").elbow
+    return float(curve[int(elbow)]) if elbow is not None else float(nonzero[-1])
 
 
 @dataclass
@@ -77,9 +99,15 @@ class ZCACorr:
 
     @classmethod
     def fit(
-        cls, controls: np.ndarray, *, reg: float | str = "knee", variance_floor: float = 1e-3, name: str = "controls"
+        cls,
+        controls: np.ndarray,
+        *,
+        reg: float | str = "knee",
+        variance_floor: float = 1e-3,
+        name: str = "controls",
+        knee_spectrum: str = "full",
     ) -> ZCACorr:
-        """Fit on control rows (n x d)."""
+        """Fit on control rows (n x d); ``reg="knee"`` is the knee eigenvalue / 10 (reference)."""
         x = np.asarray(controls, np.float64)
         n, d = x.shape
         if n < 2:
@@ -99,7 +127,15 @@ class ZCACorr:
         r = np.nan_to_num(np.atleast_2d(r), nan=0.0)
         t, g = np.linalg.eigh(r)
         t = np.clip(t, 0.0, None)
-        reg_value = knee_value(t) / 10.0 if reg == "knee" else float(reg)
+        reg_value = knee_value(t, spectrum=knee_spectrum) / 10.0 if reg == "knee" else float(reg)
+        if reg == "knee" and reg_value <= t.max() * NULL_SPACE_TOL:
+            warnings.warn(
+                f"{name}: the knee of the full spectrum lies in the null space ({n} controls for {d} features), "
+                "which would give reg ~ 0; using the knee of the non-zero spectrum instead",
+                FewControlsWarning,
+                stacklevel=3,
+            )
+            reg_value = knee_value(t, spectrum="nonzero") / 10.0
         reg_value = max(reg_value, 1e-12)
         w = (g * (1.0 / np.sqrt(np.maximum(t, reg_value)))) @ g.T @ np.diag(1.0 / std)
         return cls(mean=mean, w=w, reg=reg_value, n_controls=n)
@@ -117,6 +153,29 @@ class FittedSphering:
     features: list[str]
     transforms: dict[str, ZCACorr] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
+    scope_reason: str = ""
+
+
+def choose_scope(df: pd.DataFrame, config: SphereConfig, features: list[str]) -> tuple[str, str]:
+    """The scope to fit and why: ``auto`` is per batch only when every batch has enough controls."""
+    if config.scope != "auto":
+        return config.scope, f"{config.scope} (as asked)"
+    if not config.batch_column or config.batch_column not in df.columns:
+        return "global", "auto -> global: no batch column"
+    is_control = df[config.control_column].astype(str) == str(config.control_value)
+    counts = is_control.groupby(df[config.batch_column].astype(str)).sum()
+    need = config.auto_min_ratio * len(features)
+    fewest, where = int(counts.min()), str(counts.idxmin())
+    if fewest >= need:
+        return (
+            "batch",
+            f"auto -> batch: every batch has >= {need:g} controls "
+            f"({config.auto_min_ratio:g} x {len(features)} features; fewest {fewest})",
+        )
+    return "global", (
+        f"auto -> global: batch {where!r} has {fewest} controls, fewer than {config.auto_min_ratio:g} x "
+        f"{len(features)} features (per-batch fits would rest on the regulariser)"
+    )
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
@@ -125,19 +184,26 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
 
 
 def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | None = None) -> FittedSphering:
-    """Fit on the control rows: one transform per batch (scope 'batch') or one for all ('global')."""
+    """Fit on the control rows: one transform per batch, one for all, or (``auto``) chosen by :func:`choose_scope`."""
     features = features or feature_columns(df)
+    scope, reason = choose_scope(df, config, features)
+    config = replace(config, scope=scope)
+    log.info("sphering scope %s", reason)
     is_control = df[config.control_column].astype(str) == str(config.control_value)
-    fitted = FittedSphering(config=config, features=features)
+    fitted = FittedSphering(config=config, features=features, scope_reason=reason)
     controls = df.loc[is_control, features].to_numpy()
+
+    def fit(x: np.ndarray, name: str) -> ZCACorr:
+        return ZCACorr.fit(
+            x, reg=config.reg, variance_floor=config.variance_floor, name=name, knee_spectrum=config.knee_spectrum
+        )
+
     if config.scope == "global" or config.missing_controls == "global":
         if len(controls) == 0:
             raise NoControlsError(
                 f"no rows with {config.control_column} == {config.control_value!r}; check the control name"
             )
-        fitted.transforms["__global__"] = ZCACorr.fit(
-            controls, reg=config.reg, variance_floor=config.variance_floor, name="all batches"
-        )
+        fitted.transforms["__global__"] = fit(controls, "all batches")
     if config.scope == "batch":
         assert config.batch_column is not None
         for batch, rows in df.groupby(df[config.batch_column].astype(str)):
@@ -153,9 +219,7 @@ def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | N
                 )
                 fitted.fallbacks.append(str(batch))
                 continue
-            fitted.transforms[str(batch)] = ZCACorr.fit(
-                ctrl, reg=config.reg, variance_floor=config.variance_floor, name=f"batch {batch!r}"
-            )
+            fitted.transforms[str(batch)] = fit(ctrl, f"batch {batch!r}")
     return fitted
 
 
@@ -194,6 +258,7 @@ def save_sphering(path: Path, fitted: FittedSphering) -> Path:
         "reg": [fitted.transforms[b].reg for b in batches],
         "n_controls": [fitted.transforms[b].n_controls for b in batches],
         "fallbacks": fitted.fallbacks,
+        "scope_reason": fitted.scope_reason,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
@@ -208,4 +273,6 @@ def load_sphering(path: Path) -> FittedSphering:
             b: ZCACorr(z[f"mean_{i}"], z[f"w_{i}"], meta["reg"][i], meta["n_controls"][i])
             for i, b in enumerate(meta["batches"])
         }
-    return FittedSphering(SphereConfig(**meta["config"]), meta["features"], transforms, meta["fallbacks"])
+    return FittedSphering(
+        SphereConfig(**meta["config"]), meta["features"], transforms, meta["fallbacks"], meta.get("scope_reason", "")
+    )

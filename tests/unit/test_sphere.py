@@ -65,13 +65,15 @@ def test_controls_become_identity_per_plate() -> None:
 def test_knee_regulariser_on_a_hand_made_spectrum() -> None:
     spectrum = np.array([10.0, 5.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1])
     assert knee_value(spectrum) == 1.0  # farthest point from the chord of the normalised curve
-    assert knee_value(np.r_[spectrum, np.zeros(20)]) == 1.0  # null space ignored
+    assert knee_value(np.r_[spectrum, np.zeros(20)], spectrum="nonzero") == 1.0  # null space left out
+    assert knee_value(np.r_[spectrum, np.zeros(20)]) == 0.5  # reference: zeros are part of the curve
 
 
 def test_few_controls_warn_and_stay_finite() -> None:
     df = _table(np.random.default_rng(2), n_ctrl=4, d=10)
-    with pytest.warns(FewControlsWarning, match="batch 'P1': 4 controls for 10 features"):
-        fitted = fit_sphering(df, SphereConfig())
+    with pytest.warns(FewControlsWarning) as caught:
+        fitted = fit_sphering(df, SphereConfig(scope="batch"))
+    assert any("batch 'P1': 4 controls for 10 features" in str(w.message) for w in caught)
     assert np.isfinite(apply_sphering(df, fitted).filter(like="f").to_numpy()).all()
 
 
@@ -79,10 +81,10 @@ def test_batch_without_controls() -> None:
     df = _table(np.random.default_rng(3))
     df = df[~((df.Metadata_Plate == "P2") & (df.Metadata_Compound == "DMSO"))]
     with pytest.raises(NoControlsError, match="batch 'P2': 0 control rows .*scope='global'"):
-        fit_sphering(df, SphereConfig())
+        fit_sphering(df, SphereConfig(scope="batch"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitted = fit_sphering(df, SphereConfig(missing_controls="global"))
+        fitted = fit_sphering(df, SphereConfig(scope="batch", missing_controls="global"))
     assert fitted.fallbacks == ["P2"] and any("no controls" in str(w.message) for w in caught)
     assert np.isfinite(apply_sphering(df, fitted).filter(like="f").to_numpy()).all()
 
@@ -122,7 +124,7 @@ def test_bbbc021_profiles_controls_sphere_to_identity_on_their_span(shared_data:
     # Raw CellProfiler features have variances down to 1e-8, so the embedding-scale floor (1e-3) is off here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewControlsWarning)
-        fitted = fit_sphering(df, SphereConfig(batch_column="Metadata_Batch", variance_floor=1e-12))
+        fitted = fit_sphering(df, SphereConfig(batch_column="Metadata_Batch", scope="batch", variance_floor=1e-12))
     out = apply_sphering(df, fitted)
     assert len(fitted.transforms) == 10
     raw = df[df.Metadata_Compound == "DMSO"]
@@ -172,7 +174,7 @@ def test_bbbc021_cells_per_plate_sphering_and_aggregation(shared_data: Path) -> 
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewControlsWarning)
-        fitted = fit_sphering(df, SphereConfig())
+        fitted = fit_sphering(df, SphereConfig(scope="batch"))
     assert sorted(fitted.transforms) == sorted(df.Metadata_Plate.unique()) and len(fitted.transforms) == 6
     sphered = apply_sphering(df, fitted)
     wells, treatments = per_well(sphered), per_treatment(sphered)
