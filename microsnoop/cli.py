@@ -390,8 +390,12 @@ def sphere(
     control_value: Annotated[str, typer.Option(help="Value marking negative controls.")] = "DMSO",
     batch_column: Annotated[str, typer.Option(help="Column defining batches (plates).")] = "Metadata_Plate",
     scope: Annotated[
-        str, typer.Option(help="batch (one transform per batch) or global (the reference's accidental behaviour).")
-    ] = "batch",
+        str,
+        typer.Option(
+            help="auto (per batch only when every batch has >= 2 controls per feature, else global; the choice is "
+            "printed), batch (one transform per batch) or global (what the reference code does)."
+        ),
+    ] = "auto",
     reg: Annotated[
         str, typer.Option(help="Eigenvalue regulariser: 'knee' (knee / 10, reference) or a number.")
     ] = "knee",
@@ -436,6 +440,8 @@ def sphere(
         f"sphered {len(df)} rows with {len(fitted.transforms)} transform(s) (scope {fitted.config.scope}"
         f"{', fallbacks ' + str(fitted.fallbacks) if fitted.fallbacks else ''}) -> {out}"
     )
+    if fitted.scope_reason:
+        typer.echo(f"scope: {fitted.scope_reason}")
 
 
 @app.command()
