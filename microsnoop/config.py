@@ -56,8 +56,13 @@ class PreprocessContract:
     normalize_before_pad: bool = True
     clip: bool = False
     embedding_norm: str = "l2"
+    protocol: str = "default"  # "reference": the published preprocessing end to end (docs/method-fidelity.md)
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("default", "reference"):
+            raise ConfigError(f"protocol must be 'default' or 'reference', got {self.protocol!r}")
+        if self.protocol == "reference" and self.normalize_before_pad:
+            raise ConfigError("protocol 'reference' normalises after zero-padding: set normalize_before_pad=False")
         if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
             raise ConfigError(
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got "
