@@ -9,11 +9,15 @@ Layout (one design for all three levels, documented here once):
 * A model version's dimension d is fixed at its first publish and recorded in ``embedding_models``
   (level, model_version, dim); a later publish of that version with another d fails with a clear
   error. Different versions may have different d in the same table.
-* The vectors are indexed *typed*: each (level, model_version) gets its own partial HNSW index on the
-  expression ``(embedding::vector(d)) vector_cosine_ops WHERE model_version = '<v>'`` (pgvector's
-  documented way to index a column holding several dimensions). Searches use the same expression, so
-  each model's graph holds only its own vectors: the model-version filter never starves the index, and
-  other filters use pgvector 0.8 iterative scans.
+* Each level's table is partitioned by ``model_version`` (``PARTITION BY LIST``): every model version
+  has its own partition (``<table>_p_<sha1 of the version>``) with its own HNSW index on the typed
+  expression ``(embedding::halfvec(d)) halfvec_cosine_ops`` (pgvector's documented way to index a
+  column holding several dimensions). A search runs on the partition with the same expression, so a
+  model's graph holds only its own vectors, and a publish of one model (even a bulk one that drops and
+  rebuilds its index, or a ``replace`` that truncates it) never touches another model's rows or index.
+  Other filters use pgvector 0.8 iterative scans; index parameters are in :mod:`.index`.
+* Stores created before partitioning (one plain table per level) are migrated on open, in one
+  transaction.
 """
 
 from __future__ import annotations
@@ -75,10 +79,15 @@ def check_level(level: str) -> str:
     return level
 
 
-def index_name(level: str, model_version: str) -> str:
-    """A stable identifier for the HNSW index of one (level, model_version)."""
+def partition_name(level: str, model_version: str) -> str:
+    """The partition holding one (level, model_version): a stable identifier under PostgreSQL's 63 bytes."""
     digest = hashlib.sha1(model_version.encode()).hexdigest()[:16]
-    return f"{table_name(level)}_hnsw_{digest}"
+    return f"{table_name(level)}_p_{digest}"
+
+
+def index_name(level: str, model_version: str) -> str:
+    """The HNSW index of one (level, model_version)'s partition."""
+    return f"{partition_name(level, model_version)}_hnsw"
 
 
 def table_ddl(level: str) -> str:
@@ -94,7 +103,7 @@ def table_ddl(level: str) -> str:
     embedding vector NOT NULL,
     PRIMARY KEY (model_version, entity_id),
     CHECK (vector_dims(embedding) = dim)
-)"""
+) PARTITION BY LIST (model_version)"""
 
 
 CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (

@@ -1,14 +1,24 @@
 """FeatureStore: publish embeddings tables into PostgreSQL + pgvector and search them (see schema.py for the layout).
 
-A publish is one transaction: binary COPY into a temporary table, then ``INSERT ... ON CONFLICT DO
-UPDATE`` keyed by (model_version, entity_id), then (for a new model version) the HNSW index build. An
-exception or a killed process before COMMIT leaves the previous state untouched.
+A publish is one transaction on the model version's own partition: binary COPY into a temporary
+table, then ``INSERT ... ON CONFLICT DO UPDATE`` keyed by (model_version, entity_id). Two paths:
+
+* **bulk** (a new model version, ``replace=True``, or incoming rows >= ``IndexConfig.bulk_share`` of the
+  rows held): drop the partition's HNSW index, load, then build the index once with
+  ``maintenance_work_mem`` and parallel workers sized for the graph;
+* **insert** (a few rows into a large model version): the index is maintained row by row.
+
+``replace=True`` first empties the model version (rows absent from the new table are gone); the default
+upsert keeps them. An exception or a killed process before COMMIT leaves the previous state untouched.
+While a bulk publish of a model version runs, searches of that version wait for it; other versions
+are not blocked (their partitions are not locked).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +36,14 @@ from psycopg2.pool import ThreadedConnectionPool
 
 from services.featurestore import schema
 from services.featurestore.binary_copy import encode_copy
+from services.featurestore.index import (
+    IndexConfig,
+    build_index,
+    drop_index,
+    ensure_partition,
+    migrate_unpartitioned,
+    query_distance,
+)
 from services.featurestore.schema import FILTER_KEYS, SCALARS, StoreError, check_level, table_name
 from services.settings import PlatformSettings
 
@@ -43,11 +61,19 @@ class NotFoundError(StoreError):
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Rows a publish inserted (new ids) and updated (existing ids); total = inserted + updated."""
+    """Rows a publish inserted (new ids) and updated (existing ids); total = inserted + updated.
+
+    ``method`` is ``bulk`` (index dropped and rebuilt) or ``insert`` (index maintained row by row);
+    ``deleted`` counts the rows a ``replace`` removed; the seconds split loading from the index build.
+    """
 
     inserted: int
     updated: int
     total: int
+    method: str = "insert"
+    deleted: int = 0
+    load_seconds: float = 0.0
+    index_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,8 @@ class FeatureStore:
     ...     hits = store.search("image", model_version="v1", entity_id="img-001", k=5)
     """
 
-    def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
+    def __init__(self, dsn: str, *, max_connections: int = 4, index: IndexConfig | None = None) -> None:
+        self.index = index or IndexConfig()
         try:
             self._pool = ThreadedConnectionPool(1, max_connections, dsn)
         except psycopg2.OperationalError as exc:
@@ -141,76 +168,113 @@ class FeatureStore:
                     ) from exc
             cur.execute(schema.CATALOG_DDL)
             for level in schema.LEVELS:
+                moved = migrate_unpartitioned(cur, level, self.index)
+                if moved:
+                    _log.info("moved %d %s rows into per-model partitions", moved, level)
                 cur.execute(schema.table_ddl(level))
 
     def _before_commit(self) -> None:
         """Called inside the publish transaction just before COMMIT (a seam for failure-injection tests)."""
 
     def publish(
-        self, level: str, table: pd.DataFrame, *, model_version: str, feature_columns: list[str] | None = None
+        self,
+        level: str,
+        table: pd.DataFrame,
+        *,
+        model_version: str,
+        feature_columns: list[str] | None = None,
+        replace: bool = False,
     ) -> PublishResult:
-        """Upsert an embeddings table into level's table under model_version, all or nothing."""
+        """Upsert (or with replace, swap in) an embeddings table as level's rows of model_version, all or nothing."""
         _check_model_version(model_version)
         prep = schema.prepare(level, table, feature_columns)
         n, dim = prep.vectors.shape
         types = ["text", *(t for t, _ in SCALARS.values()), "jsonb", "integer"]
         columns: list[Sequence[object]] = [prep.entity_ids, *prep.scalars.values(), prep.extra, [dim] * n]
         payload = encode_copy(types, columns, prep.vectors)
+        with self._transaction(vectors=False) as cur:  # brief DDL on the parent, outside the long transaction
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            ensure_partition(cur, level, model_version)
+        start = time.perf_counter()
+        with self._transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"publish/{level}/{model_version}",))
+            self._claim_version(cur, level, model_version, dim)
+            held = self._held(cur, level, model_version, exact=replace)
+            bulk = self.index.use_bulk(n, held, replace=replace)
+            part = sql.Identifier(schema.partition_name(level, model_version))
+            if bulk:
+                drop_index(cur, level, model_version)
+            if replace:
+                cur.execute(sql.SQL("TRUNCATE {}").format(part))
+            inserted, total = self._load(cur, part, types, payload, model_version)
+            loaded = time.perf_counter()
+            build_index(cur, level, model_version, dim, total if replace else held + inserted, self.index)
+            built = time.perf_counter()
+            cur.execute(sql.SQL("ANALYZE {}").format(part))  # plans and the next bulk decision use the new rows
+            self._before_commit()
+        method = "bulk" if bulk else "insert"
+        _log.info("published %d %s rows of %s (%d new, %s)", total, level, model_version, inserted, method)
+        return PublishResult(
+            inserted=int(inserted),
+            updated=int(total - inserted),
+            total=int(total),
+            method=method,
+            deleted=held if replace else 0,
+            load_seconds=round(loaded - start, 3),
+            index_seconds=round(built - loaded, 3) if bulk else 0.0,
+        )
+
+    @staticmethod
+    def _claim_version(cur: psycopg2.extensions.cursor, level: str, model_version: str, dim: int) -> None:
+        """Record the model version in the catalog, refusing a dimension other than its first publish's."""
+        cur.execute(f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version))
+        row = cur.fetchone()
+        if row is not None and row[0] != dim:
+            raise StoreError(
+                f"{level} model {model_version!r} holds {row[0]}-d vectors, this table has {dim} features; "
+                "publish it under a new model_version or pass the right feature_columns"
+            )
+        cur.execute(
+            f"INSERT INTO {schema.CATALOG} (level, model_version, dim) VALUES (%s, %s, %s) "
+            "ON CONFLICT (level, model_version) DO UPDATE SET updated_at = clock_timestamp()",
+            (level, model_version, dim),
+        )
+
+    @staticmethod
+    def _held(cur: psycopg2.extensions.cursor, level: str, model_version: str, *, exact: bool) -> int:
+        """Rows the model version's partition holds: counted, or the planner's estimate (kept by ANALYZE)."""
+        part = schema.partition_name(level, model_version)
+        if exact:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(part)))
+        else:
+            cur.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)", (part,))
+        row = cur.fetchone()
+        return int(row[0]) if row is not None else 0
+
+    @staticmethod
+    def _load(
+        cur: psycopg2.extensions.cursor, part: sql.Identifier, types: list[str], payload: bytes, model_version: str
+    ) -> tuple[int, int]:
+        """COPY the payload into a temporary table and upsert it into the partition; returns (inserted, total)."""
         stage_cols = sql.SQL(", ").join(map(sql.Identifier, schema.STAGE_COLUMNS))
         updates = sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
             for c in (*SCALARS, "extra", "dim", "embedding", "published_at")
         )
         stage_ddl = ", ".join(f"{c} {t}" for c, t in zip(schema.STAGE_COLUMNS, [*types, "vector"], strict=True))
-        with self._transaction() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"publish/{level}/{model_version}",))
-            cur.execute(
-                f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version)
-            )
-            row = cur.fetchone()
-            if row is not None and row[0] != dim:
-                raise StoreError(
-                    f"{level} model {model_version!r} holds {row[0]}-d vectors, this table has {dim} features; "
-                    "publish it under a new model_version or pass the right feature_columns"
-                )
-            cur.execute(
-                f"INSERT INTO {schema.CATALOG} (level, model_version, dim) VALUES (%s, %s, %s) "
-                "ON CONFLICT (level, model_version) DO UPDATE SET updated_at = clock_timestamp()",
-                (level, model_version, dim),
-            )
-            cur.execute(f"CREATE TEMP TABLE _stage ({stage_ddl}) ON COMMIT DROP")
-            cur.copy_expert("COPY _stage FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
-            cur.execute(
-                sql.SQL(
-                    "WITH up AS (INSERT INTO {t} (model_version, {cols}, published_at) "
-                    "SELECT %s, {cols}, now() FROM _stage "
-                    "ON CONFLICT (model_version, entity_id) DO UPDATE SET {updates} RETURNING (xmax = 0) AS ins) "
-                    "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
-                ).format(t=sql.Identifier(table_name(level)), cols=stage_cols, updates=updates),
-                (model_version,),
-            )
-            inserted, total = cur.fetchone()  # type: ignore[misc]
-            if row is None:
-                self._build_index(cur, level, model_version, dim)
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table_name(level))))  # plans use the new rows
-            self._before_commit()
-        _log.info("published %d %s rows of %s (%d new)", total, level, model_version, inserted)
-        return PublishResult(inserted=int(inserted), updated=int(total - inserted), total=int(total))
-
-    @staticmethod
-    def _build_index(cur: psycopg2.extensions.cursor, level: str, model_version: str, dim: int) -> None:
-        cur.execute("SELECT set_config('maintenance_work_mem', '512MB', true)")
+        cur.execute(f"CREATE TEMP TABLE _stage ({stage_ddl}) ON COMMIT DROP")
+        cur.copy_expert("COPY _stage FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
         cur.execute(
             sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {idx} ON {t} USING hnsw ((embedding::vector({d})) vector_cosine_ops) "
-                "WITH (m = 16, ef_construction = 64) WHERE model_version = {v}"
-            ).format(
-                idx=sql.Identifier(schema.index_name(level, model_version)),
-                t=sql.Identifier(table_name(level)),
-                d=sql.Literal(int(dim)),
-                v=sql.Literal(model_version),
-            )
+                "WITH up AS (INSERT INTO {t} (model_version, {cols}, published_at) "
+                "SELECT %s, {cols}, now() FROM _stage "
+                "ON CONFLICT (model_version, entity_id) DO UPDATE SET {updates} RETURNING (xmax = 0) AS ins) "
+                "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
+            ).format(t=part, cols=stage_cols, updates=updates),
+            (model_version,),
         )
+        inserted, total = cur.fetchone()  # type: ignore[misc]
+        return int(inserted), int(total)
 
     def _dim(self, cur: psycopg2.extensions.cursor, level: str, model_version: str) -> int:
         cur.execute(f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version))
@@ -252,7 +316,8 @@ class FeatureStore:
     ) -> list[Hit]:
         """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded).
 
-        ``ef_search`` (HNSW candidate list, default max(100, 2k)) trades speed for recall on large stores.
+        ``ef_search`` (HNSW candidate list, default ``max(IndexConfig.ef_search, 2k)``) trades speed for
+        recall; the candidates come from the halfvec index and are ranked by the exact distance.
         """
         check_level(level)
         if ef_search is not None and not 1 <= int(ef_search) <= 1000:
@@ -282,19 +347,20 @@ class FeatureStore:
             if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
                 raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")
             if exact:
-                distance = sql.SQL("embedding <=> %s::vector")
+                order = sql.SQL("embedding <=> %s::vector")
             else:
-                distance = sql.SQL("(embedding::vector({d})) <=> %s::vector({d})").format(d=sql.Literal(dim))
-                ef = int(ef_search) if ef_search is not None else max(100, min(1000, 2 * k))
+                order = query_distance(dim)
+                ef = self.index.search_breadth(k, ef_search)
                 cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
                 cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
             where = sql.SQL(" AND ").join([sql.SQL("model_version = {}").format(sql.Literal(model_version)), *clauses])
             cols = sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS))
+            part = sql.Identifier(schema.partition_name(level, model_version))
             cur.execute(
                 sql.SQL(
-                    "WITH r AS MATERIALIZED (SELECT {cols}, {dist} AS distance FROM {t} WHERE {where} "
-                    "ORDER BY {dist} LIMIT %s) SELECT * FROM r ORDER BY distance, entity_id"
-                ).format(cols=cols, dist=distance, t=sql.Identifier(table_name(level)), where=where),
+                    "WITH r AS MATERIALIZED (SELECT {cols}, embedding <=> %s::vector AS distance FROM {t} "
+                    "WHERE {where} ORDER BY {order} LIMIT %s) SELECT * FROM r ORDER BY distance, entity_id"
+                ).format(cols=cols, order=order, t=part, where=where),
                 [q, *params, q, int(k)],
             )
             names = [d[0] for d in cur.description]

@@ -16,6 +16,7 @@ import pytest
 
 from services.featurestore import FeatureStore, NotFoundError, StoreError
 from services.featurestore.feast_repo import apply_feature_repo, online_features
+from services.featurestore.schema import partition_name
 from services.featurestore.server import ensure_postgres, stop_postgres
 from services.settings import PlatformSettings
 
@@ -113,15 +114,15 @@ def test_exact_search_equals_numpy_and_hnsw_recall_is_high(
 
 def test_search_uses_the_hnsw_index(store: FeatureStore, searchable: tuple[str, np.ndarray, pd.DataFrame]) -> None:
     version, x, _ = searchable
+    part = partition_name("image", version)
     with store._transaction() as cur:
-        cur.execute("SET LOCAL enable_seqscan = off")
         cur.execute(
-            "EXPLAIN SELECT entity_id FROM image_embeddings WHERE model_version = %s "
-            "ORDER BY (embedding::vector(64)) <=> %s::vector(64) LIMIT 10",
+            f"EXPLAIN SELECT entity_id FROM {part} WHERE model_version = %s "
+            "ORDER BY (embedding::halfvec(64)) <=> %s::halfvec(64) LIMIT 10",
             (version, x[0]),
         )
         plan = "\n".join(r[0] for r in cur.fetchall())
-    assert "image_embeddings_hnsw_" in plan
+    assert f"{part}_hnsw" in plan, plan  # without disabling sequential scans: the planner picks the index
 
 
 def test_filters_and_exclude_same(store: FeatureStore, searchable: tuple[str, np.ndarray, pd.DataFrame]) -> None:

@@ -1,0 +1,162 @@
+"""Feature store at scale, against a real embedded PostgreSQL + pgvector: per-model partitions, the bulk and
+insert publish paths, replace vs upsert, and the migration of stores made before partitioning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from services.featurestore import FeatureStore, StoreError
+from services.featurestore.index import IndexConfig
+from services.featurestore.schema import index_name, partition_name
+from tests.integration.test_featurestore import clustered, image_table
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(pg_dsn: str) -> Iterator[FeatureStore]:
+    with FeatureStore(pg_dsn) as fs:
+        yield fs
+
+
+def _index_oid(store: FeatureStore, level: str, version: str) -> int | None:
+    with store._transaction(vectors=False) as cur:
+        cur.execute("SELECT to_regclass(%s)::oid", (index_name(level, version),))
+        row = cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def test_new_versions_load_in_bulk_and_small_updates_insert(store: FeatureStore) -> None:
+    table = image_table(clustered(2000, 32, seed=11))
+    first = store.publish("image", table, model_version="bulk-v1")
+    assert first.method == "bulk" and first.total == 2000 and first.index_seconds > 0
+    oid = _index_oid(store, "image", "bulk-v1")
+    assert oid is not None
+
+    few = image_table(clustered(100, 32, seed=12), prefix="new")  # 5 % of the rows held: keep the index
+    small = store.publish("image", few, model_version="bulk-v1")
+    assert (small.method, small.inserted, small.index_seconds) == ("insert", 100, 0.0)
+    assert _index_oid(store, "image", "bulk-v1") == oid, "an insert must not rebuild the index"
+
+    many = image_table(clustered(1000, 32, seed=13), prefix="more")  # 48 % of the rows held: rebuild once
+    big = store.publish("image", many, model_version="bulk-v1")
+    assert big.method == "bulk" and big.inserted == 1000
+    assert _index_oid(store, "image", "bulk-v1") not in (None, oid)
+    hits = store.search("image", model_version="bulk-v1", vector=many.filter(like="ch0_").to_numpy()[7], k=1)
+    assert hits[0].entity_id == "more00007" and hits[0].distance == pytest.approx(0, abs=1e-4)
+
+
+def test_replace_drops_rows_the_new_table_lacks_and_upsert_keeps_them(store: FeatureStore) -> None:
+    old = image_table(clustered(300, 16, seed=21))
+    store.publish("image", old, model_version="replace-v1")
+    newer = image_table(clustered(200, 16, seed=22), prefix="img")  # ids img00000..img00199, new vectors
+
+    upsert = store.publish("image", newer, model_version="replace-v1")
+    assert (upsert.inserted, upsert.updated, upsert.deleted) == (0, 200, 0)
+    assert len(store.page("image", model_version="replace-v1", limit=1000)) == 300  # img00200.. kept
+
+    replaced = store.publish("image", newer, model_version="replace-v1", replace=True)
+    assert (replaced.method, replaced.inserted, replaced.deleted) == ("bulk", 200, 300)
+    ids = store.page("image", model_version="replace-v1", limit=1000)["entity_id"]
+    assert sorted(ids) == sorted(newer["Metadata_ImageID"])
+    got = store.get("image", ["img00005"], model_version="replace-v1")
+    np.testing.assert_allclose(got["embedding"].iloc[0], newer.filter(like="ch0_").to_numpy()[5], rtol=1e-6)
+
+
+def test_one_models_publish_never_touches_another_models_partition(store: FeatureStore) -> None:
+    store.publish("image", image_table(clustered(500, 16, seed=31)), model_version="iso-a")
+    store.publish("image", image_table(clustered(500, 16, seed=32)), model_version="iso-b")
+    oid_a = _index_oid(store, "image", "iso-a")
+    before = store.get("image", ["img00001"], model_version="iso-a")
+    store.publish("image", image_table(clustered(800, 16, seed=33)), model_version="iso-b", replace=True)
+    store.publish("image", image_table(clustered(900, 16, seed=34)), model_version="iso-b")
+    assert _index_oid(store, "image", "iso-a") == oid_a
+    after = store.get("image", ["img00001"], model_version="iso-a")
+    np.testing.assert_array_equal(after["embedding"].iloc[0], before["embedding"].iloc[0])
+    with store._transaction(vectors=False) as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'image_embeddings'::regclass AND inhrelid IN "
+            "(to_regclass(%s), to_regclass(%s))",
+            (partition_name("image", "iso-a"), partition_name("image", "iso-b")),
+        )
+        assert cur.fetchone()[0] == 2  # type: ignore[index]
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(partition_name("image", "iso-a"))))
+        assert cur.fetchone()[0] == 500  # type: ignore[index]
+
+
+LEGACY_DDL = """CREATE TABLE image_embeddings (
+    model_version text NOT NULL, entity_id text NOT NULL, plate text, well text, compound text,
+    dose double precision, moa text, label text, image_id text, cell_label bigint,
+    box_x0 bigint, box_y0 bigint, box_x1 bigint, box_y1 bigint,
+    extra jsonb NOT NULL DEFAULT '{}'::jsonb, published_at timestamptz NOT NULL DEFAULT now(),
+    dim integer NOT NULL, embedding vector NOT NULL, PRIMARY KEY (model_version, entity_id))"""
+
+
+def test_a_store_of_the_single_table_layout_is_migrated_on_open(pg_dsn: str) -> None:
+    """An older store (one plain table per level, no image_uri column) opens with its rows in partitions."""
+    dsn = pg_dsn
+    x = clustered(50, 8, seed=41)
+    admin = psycopg2.connect(dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS legacy_store")
+        cur.execute("CREATE DATABASE legacy_store")
+    admin.close()
+    legacy_dsn = dsn.replace("dbname=microsnoop", "dbname=legacy_store")
+    conn = psycopg2.connect(legacy_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION vector")
+        cur.execute(LEGACY_DDL)
+        for i, v in enumerate(x):
+            cur.execute(
+                "INSERT INTO image_embeddings (model_version, entity_id, plate, dim, embedding) "
+                "VALUES (%s, %s, %s, 8, %s::vector)",
+                ("old-v1" if i < 30 else "old-v2", f"img{i:05d}", "P1", str(v.tolist())),
+            )
+        cur.execute(
+            "CREATE TABLE embedding_models (level text, model_version text, dim integer, "
+            "created_at timestamptz DEFAULT clock_timestamp(), updated_at timestamptz DEFAULT clock_timestamp(), "
+            "PRIMARY KEY (level, model_version))"
+        )
+        cur.execute("INSERT INTO embedding_models (level, model_version, dim) VALUES ('image', 'old-v1', 8)")
+        cur.execute("INSERT INTO embedding_models (level, model_version, dim) VALUES ('image', 'old-v2', 8)")
+    conn.close()
+    with FeatureStore(legacy_dsn) as fs:
+        assert len(fs.page("image", model_version="old-v1", limit=100)) == 30
+        hits = fs.search("image", model_version="old-v2", vector=x[40], k=1)
+        assert hits[0].entity_id == "img00040" and hits[0].metadata["plate"] == "P1"
+        assert _index_oid(fs, "image", "old-v2") is not None
+        fs.publish("image", image_table(clustered(5, 8, seed=42), prefix="n"), model_version="old-v1")
+        assert len(fs.page("image", model_version="old-v1", limit=100)) == 35
+    with FeatureStore(legacy_dsn) as again:  # opening a migrated store again changes nothing
+        assert again.counts()["image"] == 55
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"m": 1}, "HNSW m must be"),
+        ({"m": 32, "ef_construction": 40}, "at least 2 \\* m"),
+        ({"ef_search": 0}, "ef_search must be"),
+        ({"bulk_share": 1.5}, "bulk_share must be"),
+        ({"max_build_memory_mb": 1}, "max_build_memory_mb"),
+    ],
+)
+def test_index_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        IndexConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_index_config_sizes_the_build_and_chooses_the_path() -> None:
+    config = IndexConfig()
+    assert config.build_memory_mb(1_000_000, 256) > config.build_memory_mb(100_000, 256) >= 64
+    assert config.build_memory_mb(10**9, 768) == config.max_build_memory_mb
+    assert config.use_bulk(10, 0, replace=False) and config.use_bulk(10, 10**6, replace=True)
+    assert not config.use_bulk(2000, 100_000, replace=False) and config.use_bulk(20_000, 100_000, replace=False)
+    assert config.search_breadth(10, None) == config.ef_search and config.search_breadth(400, None) == 800
+    assert config.search_breadth(10, 37) == 37
