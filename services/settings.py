@@ -22,6 +22,8 @@ MICROSNOOP_KFP_HOST              Kubeflow Pipelines API URL for ``pipeline submi
 MICROSNOOP_GPU_LIMIT             GPUs requested by pretrain and embed steps (0 = none)      ``1``
 MICROSNOOP_GPU_NODE_SELECTOR     ``key=value`` node selector for GPU steps                  none
 MICROSNOOP_GPU_TOLERATION        ``key=value:Effect`` toleration for GPU steps              none
+MICROSNOOP_SHARD_PARALLELISM     most profiling shards segmented/embedded at once (KFP      ``4``
+                                 ParallelFor limit, fixed at compile time; 0 = no limit)
 MICROSNOOP_STEPS_SECRET_NAME     Secret whose MICROSNOOP_* keys every compiled step gets     none
                                  as environment variables (service DSNs and S3 keys)
 MICROSNOOP_SEARCH_API_KEYS       file of hashed search-API keys, re-read when it changes     none: open, loopback
@@ -82,6 +84,7 @@ class PlatformSettings:
     gpu_limit: int = 1
     gpu_node_selector: str = ""
     gpu_toleration: str = ""
+    shard_parallelism: int = 4
     steps_secret_name: str = ""
     search_api_keys: str = ""
 
@@ -90,6 +93,8 @@ class PlatformSettings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
         if self.gpu_limit < 0:
             raise SettingsError(f"{PREFIX}GPU_LIMIT must be >= 0, got {self.gpu_limit}")
+        if self.shard_parallelism < 0:
+            raise SettingsError(f"{PREFIX}SHARD_PARALLELISM must be >= 0 (0 = no limit), got {self.shard_parallelism}")
         if self.storage_uri and not self.storage_uri.startswith(("file://", "s3://")):
             raise SettingsError(f"{PREFIX}STORAGE_URI={self.storage_uri!r} must start with file:// or s3://")
 
@@ -138,7 +143,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> PlatformSettings:
             values[f.name] = Path(raw)
         elif f.name == "s3_secure":
             values[f.name] = _parse_bool(f.name.upper(), raw)
-        elif f.name == "gpu_limit":
+        elif f.name in ("gpu_limit", "shard_parallelism"):
             try:
                 values[f.name] = int(raw)
             except ValueError as exc:
