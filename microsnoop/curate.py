@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from microsnoop.errors import InvalidImageError, ManifestError
 from microsnoop.io.images import IMAGE_SUFFIXES, check_plane, read_image
+from microsnoop.io.omezarr import find_omezarr_roots, image_stem, is_zarr_group, omezarr_root, omezarr_table
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class CurateConfig:
     val_fraction: float = 0.2
     seed: int = 0
     max_side: int = 2048
+    level: int = 0  # resolution level of OME-Zarr inputs (0: full resolution)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -133,11 +135,16 @@ def read_types_table(path: Path) -> dict[str, dict[str, str]]:
 
 
 def list_images(inputs: list[Path]) -> list[Path]:
-    """All image files under the given files or folders, sorted for reproducibility."""
+    """All image files under the given files or folders, sorted for reproducibility.
+
+    An OME-Zarr image or plate (given, or found in a folder) lists its images (``plate.zarr/A/1/0``).
+    """
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            files.extend(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            roots, found = find_omezarr_roots(item)
+            files.extend(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+            files.extend(Path(p) for root in roots for p in omezarr_table(root)["path"])
         elif item.is_file():
             files.append(item)
         else:
@@ -173,19 +180,21 @@ def curate_pool(
         report.n_files += 1
         meta = types.get(str(path.resolve()), {})
         try:
-            image = read_image(path)
+            image = read_image(path, level=config.level)
             itype = meta.get("type") or infer_type(image)
             if image.shape[0] >= 3 and itype in ("histology", "brightfield") and meta.get("rgb") != "split":
-                image = read_image(path, gray_rgb=True)
+                image = read_image(path, gray_rgb=True, level=config.level)
         except InvalidImageError as exc:
             report.skipped.append((str(path), f"unreadable: {exc}"))
             log.warning("skipped %s", exc)
             continue
-        source = meta.get("source") or path.parent.name
+        in_zarr = is_zarr_group(path)  # an OME-Zarr image: named by its root and inner path (plate_A_1_0)
+        source = meta.get("source") or (omezarr_root(path).name.removesuffix(".zarr") if in_zarr else path.parent.name)
+        name = image_stem(path) if in_zarr else path.name
         split = (
             meta.get("split")
             or split_from_path(path)
-            or hash_split(f"{source}/{path.name}", val_fraction=config.val_fraction, seed=config.seed)
+            or hash_split(f"{source}/{name}", val_fraction=config.val_fraction, seed=config.seed)
         )
         for channel, plane in enumerate(image):
             plane = _downscale(plane, config.max_side)

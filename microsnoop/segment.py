@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from microsnoop.errors import CheckpointError, ConfigError, InvalidImageError, MicrosnoopError
 from microsnoop.io.images import read_image
 from microsnoop.io.masks import count_cells, read_labels, write_label_tiff
+from microsnoop.io.omezarr import image_stem
 from microsnoop.preprocess.normalize import normalize_percentile
 
 if TYPE_CHECKING:
@@ -311,10 +312,12 @@ def make_segmenter(
     return ClassicalSegmenter(config or ClassicalConfig())
 
 
-def _segment_one(path: Path, mask_path: Path, segmenter: Segmenter, channel: int, skip_existing: bool) -> int:
+def _segment_one(
+    path: Path, mask_path: Path, segmenter: Segmenter, channel: int, skip_existing: bool, level: int = 0
+) -> int:
     if skip_existing and mask_path.is_file():
         return count_cells(read_labels(mask_path))
-    image = read_image(path)
+    image = read_image(path, level=level)
     if not 0 <= channel < image.shape[0]:
         raise InvalidImageError(
             f"{path}: has {image.shape[0]} channel(s), channel {channel} is out of range; "
@@ -336,8 +339,11 @@ def segment_files(
     channel: int = 0,
     skip_existing: bool = False,
     progress: bool = True,
+    level: int = 0,
 ) -> pd.DataFrame:
     """Segment image files into ``out_dir/<stem>_mask.tif``; returns ``path, mask_path, n_cells, error``.
+
+    OME-Zarr images (``plate.zarr/A/1/0``) are read at resolution ``level`` and named ``plate_A_1_0``.
 
     A file that cannot be read or segmented is logged, gets its message in ``error`` (empty when fine)
     and no mask; the run goes on and masks already written stay. With ``skip_existing`` a mask already
@@ -350,7 +356,7 @@ def segment_files(
     taken: dict[Path, Path] = {}
     for raw in tqdm(paths, desc="segment", unit="image", disable=not progress):
         path = Path(raw)
-        mask_path = out / f"{path.stem}_mask.tif"
+        mask_path = out / f"{image_stem(path)}_mask.tif"
         try:
             if mask_path in taken:
                 raise ConfigError(
@@ -358,7 +364,7 @@ def segment_files(
                     "one of them or segment them into different folders"
                 )
             taken[mask_path] = path
-            n_cells = _segment_one(path, mask_path, segmenter, channel, skip_existing)
+            n_cells = _segment_one(path, mask_path, segmenter, channel, skip_existing, level)
             rows.append({"path": str(path), "mask_path": str(mask_path), "n_cells": n_cells, "error": ""})
         except (MicrosnoopError, ValueError, RuntimeError, MemoryError) as exc:
             message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"

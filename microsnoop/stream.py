@@ -89,7 +89,7 @@ def _fingerprint(
     gray_rgb: bool = False,
 ) -> str:
     digest = hashlib.sha256()
-    cols = [c for c in (ID, "path", "index", "mask_path") if c in source.columns]
+    cols = [c for c in (ID, "path", "index", "mask_path", "level", "channels") if c in source.columns]
     digest.update(pd.util.hash_pandas_object(source[cols].astype(str), index=False).values.tobytes())
     items: list[Any] = [model_id, contract.to_dict(), asdict(profile), chunk]
     if gray_rgb:  # only when set, so runs written before this option resume as before

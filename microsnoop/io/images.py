@@ -1,4 +1,4 @@
-"""Read microscopy images (TIFF/OME-TIFF/SVS, PNG, JPEG, NPY/NPZ) into channels-first arrays.
+"""Read microscopy images (TIFF/OME-TIFF/SVS, PNG, JPEG, NPY/NPZ, OME-Zarr) into channels-first arrays.
 
 The only image-file I/O in the core. Every failure raises :class:`InvalidImageError` naming the
 file, the problem and the fix; nothing returns ``None``.
@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 
 from microsnoop.errors import InvalidImageError
+from microsnoop.io.omezarr import ChannelSpec, is_zarr_group, read_omezarr
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".npy", ".npz")
 MAX_PIXELS = 1 << 28  # 268 Mpx per plane: beyond this, tile the image first
@@ -123,14 +124,21 @@ def check_plane(plane: np.ndarray, *, path: str | Path, channel: int = 0) -> Non
         raise InvalidImageError(f"{where}: constant image (all pixels = {plane.flat[0]}); remove it from the input")
 
 
-def read_image(path: str | Path, *, gray_rgb: bool = False) -> np.ndarray:
-    """Read one 2-D image as ``C x H x W``; with ``gray_rgb`` an RGB image becomes one gray channel."""
-    raw, axes = read_raw(path)
-    if raw.size == 0:
-        raise InvalidImageError(f"{path}: holds an empty array; re-export it")
-    image = to_channels_first(raw, axes, path=path)
-    if image.shape[0] == 4 and axes is None:
-        image = image[:3]  # drop alpha
+def read_image(path: str | Path, *, gray_rgb: bool = False, level: int = 0, channels: ChannelSpec = None) -> np.ndarray:
+    """Read one 2-D image as ``C x H x W``; with ``gray_rgb`` an RGB image becomes one gray channel.
+
+    An OME-Zarr image folder (e.g. ``plate.zarr/A/1/0``) is read at resolution ``level``, only the
+    ``channels`` given (indices or OMERO names; all when None).
+    """
+    if is_zarr_group(path):
+        image = read_omezarr(path, level=level, channels=channels)
+    else:
+        raw, axes = read_raw(path)
+        if raw.size == 0:
+            raise InvalidImageError(f"{path}: holds an empty array; re-export it")
+        image = to_channels_first(raw, axes, path=path)
+        if image.shape[0] == 4 and axes is None:
+            image = image[:3]  # drop alpha
     if gray_rgb and image.shape[0] == 3:
         image = rgb_to_gray(image)[None]
     return image

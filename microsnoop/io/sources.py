@@ -1,7 +1,8 @@
-"""Image sources for embedding: a folder, a table of paths, or a stacked NPY/NPZ with a metadata CSV.
+"""Image sources for embedding: a folder (OME-Zarr included), a table of paths, or a stacked NPY/NPZ with a CSV.
 
 A source is a table with one row per image: ``Metadata_ImageID`` (unique), ``path``, optional
-``index`` (position in a stacked file) and ``mask_path``, plus any ``Metadata_*`` columns.
+``index`` (position in a stacked file), ``mask_path``, ``level`` and ``channels`` (OME-Zarr rows),
+plus any ``Metadata_*`` columns.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 
 from microsnoop.errors import InvalidImageError, ManifestError
 from microsnoop.io.images import IMAGE_SUFFIXES, read_image, read_raw
+from microsnoop.io.omezarr import ChannelSpec, find_omezarr_roots, omezarr_table, parse_channels
 
 ID = "Metadata_ImageID"
 
@@ -35,10 +37,22 @@ def _validate(table: pd.DataFrame, where: str) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def source_from_folder(folder: Path) -> pd.DataFrame:
-    """Every image file under ``folder`` (recursively); ids are paths relative to it."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    table = pd.DataFrame({"path": [str(p) for p in files], ID: [str(p.relative_to(folder)) for p in files]})
+def source_from_folder(folder: Path, *, level: int = 0, channels: ChannelSpec = None) -> pd.DataFrame:
+    """Every image file under ``folder`` (recursively); ids are paths relative to it.
+
+    OME-Zarr images and HCS plates (``folder`` itself, or inside it) give one row per image or field,
+    read at resolution ``level`` with the chosen ``channels``; plates add ``Metadata_Plate``,
+    ``Metadata_Well`` and ``Metadata_Site``.
+    """
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: no such folder; give a folder of images or an OME-Zarr (.zarr) folder")
+    roots, found = find_omezarr_roots(folder)
+    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+    parts = [pd.DataFrame({"path": [str(p) for p in files], ID: [str(p.relative_to(folder)) for p in files]})]
+    for root in roots:
+        prefix = root.name if root == folder else str(root.relative_to(folder))
+        parts.append(omezarr_table(root, level=level, channels=channels, id_prefix=prefix))
+    table = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
     return _validate(table, str(folder))
 
 
@@ -108,7 +122,14 @@ def load_row(row: dict[str, object], cache: StackCache, *, gray_rgb: bool = Fals
         if arr.ndim != 3:
             raise InvalidImageError(f"{path}[{index}]: shape {arr.shape} is not C x H x W")
         return arr
-    return read_image(path, gray_rgb=gray_rgb)
+    level = row.get("level")
+    has_level = level is not None and not (isinstance(level, float) and np.isnan(level))
+    return read_image(
+        path,
+        gray_rgb=gray_rgb,
+        level=int(level) if has_level else 0,  # type: ignore[call-overload]
+        channels=parse_channels(row.get("channels")),
+    )
 
 
 def load_mask(row: dict[str, object]) -> np.ndarray | None:
