@@ -61,6 +61,7 @@ def curate(
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the hold-out draw.")] = 0,
     max_side: Annotated[int, typer.Option(help="Planes with a longer side are subsampled to at most this.")] = 2048,
+    level: Annotated[int, typer.Option(help="OME-Zarr inputs: resolution level to read (0 = full resolution).")] = 0,
     verbose: Verbose = False,
 ) -> None:
     """Build a pretraining pool: one typed, split, hashed one-channel plane per image channel."""
@@ -71,7 +72,7 @@ def curate(
         list(inputs or []),
         out,
         types_table=types,
-        config=CurateConfig(val_fraction=val_fraction, seed=seed, max_side=max_side),
+        config=CurateConfig(val_fraction=val_fraction, seed=seed, max_side=max_side, level=level),
     )
     typer.echo(report.summary())
     if report.skipped:
@@ -233,7 +234,13 @@ def embed(
             "skipped.parquet, run.json, parts/ (resume state)."
         ),
     ],
-    folder: Annotated[Path | None, typer.Option(help="Embed every image file under this folder.")] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embed every image file under this folder, or an OME-Zarr image or HCS plate (.zarr; plate, "
+            "well and field become Metadata_Plate, Metadata_Well, Metadata_Site)."
+        ),
+    ] = None,
     table: Annotated[
         Path | None,
         typer.Option(
@@ -242,6 +249,11 @@ def embed(
         ),
     ] = None,
     stack: Annotated[Path | None, typer.Option(help="Stacked N x C x H x W .npy (memory-mapped) or .npz.")] = None,
+    level: Annotated[int, typer.Option(help="OME-Zarr inputs: resolution level to read (0 = full resolution).")] = 0,
+    channels: Annotated[
+        str | None,
+        typer.Option(help="OME-Zarr inputs: channels to embed, in order, by index or OMERO name (e.g. 'DAPI,Actin')."),
+    ] = None,
     metadata: Annotated[
         Path | None, typer.Option(help="CSV with one row per image of --stack (becomes Metadata_*).")
     ] = None,
@@ -278,6 +290,7 @@ def embed(
 ) -> None:
     """Embed images in bounded memory, resumably (re-run the same command to resume)."""
     from microsnoop.device import init_runtime
+    from microsnoop.io.omezarr import parse_channels
     from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
     from microsnoop.models.checkpoint import file_sha256, load_encoder
     from microsnoop.profile import ProfileConfig
@@ -288,7 +301,7 @@ def embed(
     if len(given) != 1:
         raise typer.BadParameter("give exactly one of --folder, --table or --stack")
     source = (
-        source_from_folder(folder)
+        source_from_folder(folder, level=level, channels=parse_channels(channels))
         if folder
         else source_from_table(table)
         if table
@@ -361,6 +374,7 @@ def segment(
         ),
     ] = None,
     invert: Annotated[bool, typer.Option(help="Classical: objects are darker than the background.")] = False,
+    level: Annotated[int, typer.Option(help="OME-Zarr inputs: resolution level to read (0 = full resolution).")] = 0,
 ) -> None:
     """Segment nuclei into label TIFFs with cell counts; unreadable files are listed, not fatal."""
     from microsnoop.curate import list_images
@@ -371,7 +385,11 @@ def segment(
         sigma=sigma, threshold=threshold, min_size=min_size, min_distance=min_distance, invert=invert
     )
     table = segment_files(
-        list_images(list(images)), out, make_segmenter(segmenter, cellpose_weights, config=config), channel=channel
+        list_images(list(images)),
+        out,
+        make_segmenter(segmenter, cellpose_weights, config=config),
+        channel=channel,
+        level=level,
     )
     failed = int((table["error"] != "").sum())
     typer.echo(
