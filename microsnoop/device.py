@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from microsnoop.errors import DeviceError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -46,7 +48,7 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        raise DeviceError(f"device {requested!r} requested but CUDA is not available here; use --device cpu or auto")
     return device
 
 

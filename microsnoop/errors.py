@@ -25,3 +25,14 @@ class CheckpointError(MicrosnoopError, ValueError):
 
 class ManifestError(MicrosnoopError, ValueError):
     """A manifest is missing required columns or has duplicate ids."""
+
+
+class MissingColumnsError(ManifestError, KeyError):
+    """A table lacks the columns an operation needs (also a KeyError, as pandas would raise)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DeviceError(MicrosnoopError, RuntimeError):
+    """The requested compute device is not available here."""

@@ -6,9 +6,13 @@ from collections import Counter
 
 import numpy as np
 
+from microsnoop.errors import ConfigError
+
 
 def cosine_neighbours(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and cosine distances of the ``k`` nearest database rows for each query, nearest first."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1 neighbour, got {k}; pass --k 1 or more")
     q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     d = database / np.maximum(np.linalg.norm(database, axis=1, keepdims=True), 1e-12)
     dist = 1.0 - q @ d.T

@@ -81,14 +81,37 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a microsnoop checkpoint (expected format {FORMAT!r})")
+    missing = [k for k in ("kind", "state_dict", "encoder_config", "preprocess") if k not in payload]
+    if missing or payload["kind"] not in ("unet", "encoder"):
+        raise CheckpointError(
+            f"{path}: checkpoint lacks {missing or ['a valid kind']} (kind must be 'unet' or 'encoder'); "
+            "re-export it with 'microsnoop export' from the training run's last.pt"
+        )
+    try:
+        encoder = config_from_dict(EncoderConfig, payload["encoder_config"])
+        preprocess = config_from_dict(PreprocessContract, payload["preprocess"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its stored config is invalid ({exc}); re-export it") from exc
     return Checkpoint(
         kind=payload["kind"],
         state_dict=payload["state_dict"],
-        encoder=config_from_dict(EncoderConfig, payload["encoder_config"]),
-        preprocess=config_from_dict(PreprocessContract, payload["preprocess"]),
+        encoder=encoder,
+        preprocess=preprocess,
         provenance=payload.get("provenance", {}),
         training_state=payload.get("training_state"),
     )
+
+
+def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str, *, strict: bool) -> Any:
+    """load_state_dict, with a CheckpointError when the weights do not fit the stored network config."""
+    try:
+        return module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise CheckpointError(
+            f"{path}: weights do not match the stored network config ({first[0].strip()}); "
+            "the file was edited or mixes two models: re-export it from its training run"
+        ) from exc
 
 
 def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,7 +126,7 @@ def load_unet(path: str | Path) -> tuple[MicrosnoopUNet, Checkpoint]:
             f"{path}: holds only encoder weights; use a training checkpoint (last.pt) for reconstruction"
         )
     model = MicrosnoopUNet(ckpt.encoder)
-    model.load_state_dict(_float_state(ckpt.state_dict))
+    _load_weights(model, _float_state(ckpt.state_dict), path, strict=True)
     return model.eval(), ckpt
 
 
@@ -114,7 +137,7 @@ def load_encoder(path: str | Path) -> MicrosnoopEncoder:
         ckpt.encoder, l2_normalize=ckpt.preprocess.embedding_norm == "l2", preprocess=ckpt.preprocess
     )
     enc_state = {k: v for k, v in _float_state(ckpt.state_dict).items() if k.startswith("encoder.")}
-    missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+    missing, unexpected = _load_weights(encoder, enc_state, path, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the stored network config (missing {missing[:3]}...)")
     encoder.provenance = ckpt.provenance

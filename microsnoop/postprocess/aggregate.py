@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from microsnoop.errors import MissingColumnsError
 from microsnoop.postprocess.sphere import feature_columns
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,10 @@ def aggregate(
         raise ValueError(f"method must be 'mean' or 'median', got {method!r}")
     missing = [c for c in by if c not in df.columns]
     if missing:
-        raise KeyError(f"cannot aggregate by missing columns {missing}; available: {list(df.columns)[:12]}...")
+        raise MissingColumnsError(
+            f"cannot aggregate by missing columns {missing}; available: {list(df.columns)[:12]}...; "
+            "add them to the table or pass --by with existing columns"
+        )
     features = features or feature_columns(df)
     grouped = df.groupby(by, sort=True, dropna=False)
     feats = grouped[features].agg(method)

@@ -12,7 +12,7 @@ import kneed
 import numpy as np
 import pandas as pd
 
-from microsnoop.errors import ConfigError, MicrosnoopError
+from microsnoop.errors import ConfigError, MicrosnoopError, MissingColumnsError
 
 log = logging.getLogger(__name__)
 SCOPES = ("auto", "batch", "global")
@@ -185,6 +185,14 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
 
 def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | None = None) -> FittedSphering:
     """Fit on the control rows: one transform per batch, one for all, or (``auto``) chosen by :func:`choose_scope`."""
+    batch = [config.batch_column] if config.scope != "global" and config.batch_column else []
+    needed = [config.control_column, *batch]
+    absent = [c for c in needed if c not in df.columns]
+    if absent:
+        raise MissingColumnsError(
+            f"the profiles lack {absent}; available metadata: {[c for c in df.columns if c.startswith('Metadata_')]}; "
+            "name the right ones with --control-column/--batch-column (or --scope global)"
+        )
     features = features or feature_columns(df)
     scope, reason = choose_scope(df, config, features)
     config = replace(config, scope=scope)
