@@ -10,10 +10,19 @@ from skimage.transform import resize
 
 from microsnoop.config import PreprocessContract
 from microsnoop.device import Runtime
-from microsnoop.embed import embed_crops
-from microsnoop.errors import ConfigError
+from microsnoop.embed import embed_crops, embed_planes
+from microsnoop.errors import ConfigError, InvalidImageError
 from microsnoop.models.unet import MicrosnoopEncoder
-from microsnoop.preprocess.crop import CellBox, cell_boxes, check_mask, crop_boxes, make_tiles, rescale_to_square
+from microsnoop.preprocess.crop import (
+    BORDER_RULES,
+    CellBox,
+    cell_boxes,
+    check_mask,
+    crop_boxes,
+    make_tiles,
+    rescale_to_square,
+)
+from microsnoop.preprocess.normalize import normalize_percentile
 
 MODES = ("single-cell", "cell-region", "rescale", "tile")
 Segment = Callable[[np.ndarray], np.ndarray]
@@ -27,6 +36,7 @@ class ProfileConfig:
     rc: float = 2.0
     sta: int = 224
     skip_border: bool = False
+    border_rule: str = "four-sides"  # or "top-left", the reference's rule (microsnoop.preprocess.crop.touches_border)
     nucleus_channel: int = 0
     tile_overlap: float = 0.1
     resize_small_to: int | None = None
@@ -39,6 +49,8 @@ class ProfileConfig:
             raise ConfigError(f"rc and sta must be positive, got rc={self.rc}, sta={self.sta}")
         if not 0.0 <= self.tile_overlap <= 0.5:
             raise ConfigError(f"tile_overlap must be in [0, 0.5], got {self.tile_overlap}")
+        if self.border_rule not in BORDER_RULES:
+            raise ConfigError(f"border_rule must be one of {BORDER_RULES}, got {self.border_rule!r}")
 
 
 @dataclass
@@ -58,6 +70,33 @@ def _maybe_resize(crop: np.ndarray, size: int | None) -> np.ndarray:
     return resize(crop.astype(np.float32), shape, order=1, preserve_range=True).astype(np.float32)
 
 
+def embed_unpadded(
+    encoder: MicrosnoopEncoder,
+    crops: list[np.ndarray],
+    contract: PreprocessContract,
+    runtime: Runtime,
+    *,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embed same-shape ``C x h x w`` crops at their own size (no zero-padding), as the reference embeds tiles.
+
+    Each plane is percentile-normalised on its own pixels; the encoder pools globally, so any size with
+    sides of at least ``2 ** (levels - 1)`` works.
+    """
+    if not crops:
+        return np.empty((0, 0), np.float32)
+    n_ch, h, w = crops[0].shape
+    if any(c.shape != crops[0].shape for c in crops) or not all(np.isfinite(c).all() for c in crops):
+        raise InvalidImageError(f"crops must share the shape {crops[0].shape} and be finite; clean or split them")
+    planes = np.empty((len(crops) * n_ch, 1, h, w), np.float32)
+    for i, crop in enumerate(crops):
+        for c, plane in enumerate(crop):
+            planes[i * n_ch + c, 0] = normalize_percentile(
+                plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
+            )
+    return embed_planes(encoder, planes, runtime, batch_size=batch_size).reshape(len(crops), -1)
+
+
 def profile_images(
     encoder: MicrosnoopEncoder,
     images: list[np.ndarray],
@@ -68,15 +107,25 @@ def profile_images(
     masks: Sequence[np.ndarray | None] | None = None,
     segment: Segment | None = None,
 ) -> list[ImageProfile]:
-    """Profile ``C x H x W`` images in one mode; the embedder sees all crops of all images in one pass."""
+    """Profile ``C x H x W`` images in one mode; the embedder sees all crops of all images in one pass.
+
+    Under ``contract.protocol == "reference"`` rescale mode resizes without anti-aliasing and tiles are
+    embedded at their own size (a tile narrower than the input size is not padded), as the reference does.
+    """
+    reference = contract.protocol == "reference"
     crops: list[np.ndarray] = []
     owner: list[int] = []
     cells_of: dict[int, list[CellBox]] = {}
+    unpadded: dict[int, np.ndarray] = {}
     for i, image in enumerate(images):
         if config.mode == "single-cell":
             pieces = [_maybe_resize(image, config.resize_small_to)]
         elif config.mode == "rescale":
-            pieces = [rescale_to_square(image, contract.input_size)]
+            pieces = [rescale_to_square(image, contract.input_size, anti_aliasing=not reference)]
+        elif config.mode == "tile" and reference:
+            tiles = list(make_tiles(image, contract.input_size, config.tile_overlap))
+            unpadded[i] = embed_unpadded(encoder, tiles, contract, runtime, batch_size=config.batch_size)
+            continue
         elif config.mode == "tile":
             pieces = list(make_tiles(image, contract.input_size, config.tile_overlap))
         else:
@@ -88,7 +137,9 @@ def profile_images(
                     )
                 labels = segment(image[config.nucleus_channel])
             check_mask(image, labels)
-            boxes = cell_boxes(labels, rc=config.rc, sta=config.sta, skip_border=config.skip_border)
+            boxes = cell_boxes(
+                labels, rc=config.rc, sta=config.sta, skip_border=config.skip_border, border_rule=config.border_rule
+            )
             cells_of[i] = boxes
             pieces = crop_boxes(image, boxes)
         crops.extend(pieces)
@@ -97,7 +148,7 @@ def profile_images(
     owner_arr = np.asarray(owner, dtype=np.int64)
     profiles = []
     for i in range(len(images)):
-        rows = emb[owner_arr == i]
+        rows = unpadded[i] if i in unpadded else emb[owner_arr == i]
         image_emb = rows.mean(axis=0).astype(np.float32) if len(rows) else None
         cell_emb = rows if config.mode == "cell-region" else None
         profiles.append(ImageProfile(image_emb, cells_of.get(i, []), cell_emb))

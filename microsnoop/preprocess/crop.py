@@ -38,10 +38,29 @@ def box_from_extent(
     return (int(max(xc - rs, 0)), int(max(yc - rs, 0)), int(min(xc + rs, width)), int(min(yc + rs, height)))
 
 
-def cell_boxes(labels: np.ndarray, *, rc: float, sta: int = 224, skip_border: bool = False) -> list[CellBox]:
-    """Boxes of every labelled cell (label order); ``skip_border`` drops cells touching the edge (reference)."""
+BORDER_RULES = ("four-sides", "top-left")
+
+
+def touches_border(sy: slice, sx: slice, height: int, width: int, rule: str = "four-sides") -> bool:
+    """Whether a cell's bounding slices touch the image edge under ``rule``.
+
+    ``four-sides``: any edge. ``top-left``: the reference's rule, which compares the cell's last pixel
+    index (at most H - 1) with H, so only cells touching the top or left edge are ever dropped.
+    """
+    if rule not in BORDER_RULES:
+        raise ValueError(f"border rule must be one of {BORDER_RULES}, got {rule!r}")
+    top_left = sy.start == 0 or sx.start == 0
+    return top_left if rule == "top-left" else top_left or sy.stop == height or sx.stop == width
+
+
+def cell_boxes(
+    labels: np.ndarray, *, rc: float, sta: int = 224, skip_border: bool = False, border_rule: str = "four-sides"
+) -> list[CellBox]:
+    """Boxes of every labelled cell (label order); ``skip_border`` drops cells on the edge by ``border_rule``."""
     if labels.ndim != 2:
         raise InvalidImageError(f"label image must be 2-D, got shape {labels.shape}")
+    if border_rule not in BORDER_RULES:
+        raise InvalidImageError(f"border_rule must be one of {BORDER_RULES}, got {border_rule!r}")
     height, width = labels.shape
     slices = ndi.find_objects(labels.astype(np.int64, copy=False))
     ids = [i + 1 for i, s in enumerate(slices) if s is not None]
@@ -49,7 +68,7 @@ def cell_boxes(labels: np.ndarray, *, rc: float, sta: int = 224, skip_border: bo
     boxes = []
     for lab, (cy, cx) in zip(ids, centroids, strict=True):
         sy, sx = slices[lab - 1]
-        if skip_border and (sy.start == 0 or sx.start == 0 or sy.stop == height or sx.stop == width):
+        if skip_border and touches_border(sy, sx, height, width, border_rule):
             continue
         # Pixel coordinates of the cell: max is the last pixel, as in the reference (xmax - xmin).
         x0, y0, x1, y1 = box_from_extent(
@@ -73,14 +92,25 @@ def check_mask(image: np.ndarray, labels: np.ndarray, *, path: str = "<image>") 
         )
 
 
-def rescale_to_square(image: np.ndarray, size: int = 224) -> np.ndarray:
-    """Zero-pad ``C x H x W`` to a square, then resize (bilinear) to ``C x size x size``."""
+def rescale_to_square(image: np.ndarray, size: int = 224, *, anti_aliasing: bool = True) -> np.ndarray:
+    """Zero-pad ``C x H x W`` to a square, then resize (bilinear) to ``C x size x size``.
+
+    ``anti_aliasing=False`` is the reference's plain bilinear resize (OpenCV ``INTER_LINEAR``: pixel
+    centres, edge pixels repeated), equal to it to float error; the default smooths before shrinking.
+    """
     c, h, w = image.shape
     side = max(h, w)
     square = np.zeros((c, side, side), dtype=np.float32)
     y0, x0 = (side - h) // 2, (side - w) // 2
     square[:, y0 : y0 + h, x0 : x0 + w] = image
-    return resize(square, (c, size, size), order=1, preserve_range=True, anti_aliasing=True).astype(np.float32)
+    return resize(
+        square,
+        (c, size, size),
+        order=1,
+        preserve_range=True,
+        anti_aliasing=anti_aliasing,
+        mode="reflect" if anti_aliasing else "edge",  # the default's behaviour is unchanged; edge = OpenCV's
+    ).astype(np.float32)
 
 
 def tile_starts(length: int, bsize: int = 224, overlap: float = 0.1) -> np.ndarray:

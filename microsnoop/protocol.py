@@ -1,0 +1,62 @@
+"""Preprocessing protocols: the published reference end to end, or this project's default.
+
+=====================  ==========================================  =========================================
+step                   ``reference`` (the authors' public code)    ``default`` (this project)
+=====================  ==========================================  =========================================
+percentile normalise   after zero-padding to the input size        before padding (padding stays 0)
+cell-region border     skip cells touching the top or left edge    keep every cell (``--skip-border``: all
+                                                                   four edges)
+images with no cells   a zero vector                               dropped and counted
+rescale mode           bilinear, no anti-aliasing                  bilinear with anti-aliasing
+tile mode              tiles narrower than the input not padded    every tile padded to the input size
+=====================  ==========================================  =========================================
+
+Sphering (``scope="auto"``, kneed knee) and the BBBC021 NSCB rule are the same under both; see
+``docs/method-fidelity.md`` for every departure and its measured effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from microsnoop.config import PreprocessContract
+from microsnoop.errors import ConfigError
+
+PROTOCOLS = ("default", "reference")
+
+
+@dataclass(frozen=True)
+class ProtocolDefaults:
+    """Profiling choices a protocol implies (each can still be set explicitly)."""
+
+    skip_border: bool
+    border_rule: str
+    empty: str
+
+
+_DEFAULTS = {
+    "default": ProtocolDefaults(skip_border=False, border_rule="four-sides", empty="drop"),
+    "reference": ProtocolDefaults(skip_border=True, border_rule="top-left", empty="zero"),
+}
+
+
+def check_protocol(protocol: str) -> str:
+    """Return ``protocol`` if it is known, else raise a one-line error naming the choices."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return protocol
+
+
+def contract_for_protocol(contract: PreprocessContract, protocol: str) -> PreprocessContract:
+    """The contract with its protocol (and the normalisation order it implies) set.
+
+    >>> contract_for_protocol(PreprocessContract(), "reference").normalize_before_pad
+    False
+    """
+    check_protocol(protocol)
+    return replace(contract, protocol=protocol, normalize_before_pad=protocol == "default")
+
+
+def protocol_defaults(protocol: str) -> ProtocolDefaults:
+    """Border rule, border skipping and empty-image handling that ``protocol`` implies."""
+    return _DEFAULTS[check_protocol(protocol)]
