@@ -96,6 +96,13 @@ def pretrain(
     depths: Annotated[str, typer.Option(help="Comma-separated widths of the U-Net levels.")] = "32,64,128,256",
     input_size: Annotated[int, typer.Option(help="Side of the square training crops (paper: 224).")] = 224,
     seed: Annotated[int, typer.Option(help="Seed of weights, sampling, crops and masks.")] = 0,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Preprocessing contract stored with the weights: default, or reference (the published "
+            "preprocessing: normalise after zero-padding; see docs/method-fidelity.md)."
+        ),
+    ] = "default",
     device: Annotated[str, typer.Option(help="'auto' (CUDA if present, else CPU), 'cpu' or 'cuda[:N]'.")] = "auto",
     amp: Annotated[
         str, typer.Option(help="Autocast: auto (bf16 on CPU/modern GPUs, fp16 on old GPUs), bf16, fp16 or off.")
@@ -118,6 +125,7 @@ def pretrain(
 ) -> None:
     """Masked self-supervised pretraining (multi-GPU: 'torchrun --nproc-per-node N -m microsnoop pretrain ...')."""
     from microsnoop.pretrain.train import pretrain as run_pretrain
+    from microsnoop.protocol import contract_for_protocol
 
     _setup_logging(verbose)
     config = PretrainConfig(
@@ -135,7 +143,7 @@ def pretrain(
         encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(","))),
         mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio),
         augment=AugmentConfig(),
-        preprocess=PreprocessContract(input_size=input_size),
+        preprocess=contract_for_protocol(PreprocessContract(input_size=input_size), protocol),
     )
     result = run_pretrain(
         pool,
@@ -267,7 +275,21 @@ def embed(
         ),
     ] = "single-cell",
     rc: Annotated[float, typer.Option(help="Cell-region rescale constant Rc (2 for BBBC021, 1 for tissue).")] = 2.0,
-    skip_border: Annotated[bool, typer.Option(help="Cell-region: skip cells touching the border (reference).")] = False,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="reference (the published preprocessing end to end: normalise after padding, skip cells on the "
+            "top/left edge, zero vectors for images without cells, no anti-aliasing, unpadded tiles) or default; "
+            "omitted: the checkpoint's own. Recorded in run.json and the Parquet metadata."
+        ),
+    ] = None,
+    skip_border: Annotated[
+        bool | None,
+        typer.Option(
+            help="Cell-region: skip cells touching the border (all four edges; top/left only under the reference "
+            "protocol). Default: off, on under --protocol reference."
+        ),
+    ] = None,
     nucleus_channel: Annotated[int, typer.Option(help="Cell-region: channel to segment.")] = 0,
     segmenter: Annotated[
         str, typer.Option(help="Cell-region without masks: classical (offline) or cellpose (needs --cellpose-weights).")
@@ -278,7 +300,10 @@ def embed(
     memory_budget_mb: Annotated[float, typer.Option(help="CPU memory for one chunk of prepared images.")] = 1024.0,
     chunk_images: Annotated[int | None, typer.Option(help="Images per chunk (overrides the memory budget).")] = None,
     batch_size: Annotated[int, typer.Option(help="Planes per forward pass on the device.")] = 64,
-    empty: Annotated[str, typer.Option(help="Images with no cells: drop (counted) or zero (reference).")] = "drop",
+    empty: Annotated[
+        str | None,
+        typer.Option(help="Images with no cells: drop (counted; default) or zero (reference protocol's default)."),
+    ] = None,
     h5ad: Annotated[bool, typer.Option(help="Also write embeddings.h5ad (AnnData).")] = False,
     gray_rgb: Annotated[
         bool, typer.Option(help="RGB image files (histology, colour) become one gray channel, as in pretraining.")
@@ -294,6 +319,7 @@ def embed(
     from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
     from microsnoop.models.checkpoint import file_sha256, load_encoder
     from microsnoop.profile import ProfileConfig
+    from microsnoop.protocol import contract_for_protocol, protocol_defaults
     from microsnoop.stream import StreamConfig, run_embedding
 
     _setup_logging(verbose)
@@ -316,6 +342,8 @@ def embed(
         encoder, model_id = untrained_encoder(0), "untrained(seed=0)"
     else:
         raise typer.BadParameter("give --checkpoint PATH or --untrained")
+    contract = encoder.preprocess if protocol is None else contract_for_protocol(encoder.preprocess, protocol)
+    implied = protocol_defaults(contract.protocol)
     segment = None
     if mode == "cell-region":
         from microsnoop.segment import make_segmenter
@@ -325,13 +353,14 @@ def embed(
         source,
         out,
         encoder,
-        encoder.preprocess,
+        contract,
         init_runtime(device=device, amp=amp),
         model_id=model_id,
         profile=ProfileConfig(
             mode=mode,
             rc=rc,
-            skip_border=skip_border,
+            skip_border=implied.skip_border if skip_border is None else skip_border,
+            border_rule=implied.border_rule,
             nucleus_channel=nucleus_channel,
             tile_overlap=tile_overlap,
             resize_small_to=resize_small_to,
@@ -340,7 +369,7 @@ def embed(
         stream=StreamConfig(
             memory_budget_mb=memory_budget_mb,
             chunk_images=chunk_images,
-            empty=empty,
+            empty=empty or implied.empty,
             write_h5ad=h5ad,
             gray_rgb=gray_rgb,
         ),
