@@ -83,12 +83,16 @@ def local_input(path: str, dest: Path, settings: PlatformSettings | None = None,
     return fetch_folder(path, dest, settings)
 
 
-def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings | None = None) -> dict[str, Any]:
+def stage_source_step(
+    source: str, out_dir: str, *, level: int = 0, settings: PlatformSettings | None = None
+) -> dict[str, Any]:
     """Store a source table's images by content hash and copy them into a self-contained staged folder.
 
     The staged folder (``source.csv`` with paths relative to it, plus ``images/``) travels between
     pipeline steps as one artifact; ``Metadata_ImageURI`` points at the object store copy. ``source`` is
-    a local path, ``file://`` URI or ``s3://`` URI of the table (a cluster step reads it from S3).
+    a local path, ``file://`` URI or ``s3://`` URI of the table (a cluster step reads it from S3), or of
+    an OME-Zarr image or HCS plate (``.zarr``): each field is staged at resolution ``level`` with
+    ``Metadata_Plate``/``Metadata_Well``/``Metadata_Site`` (see :func:`omezarr_source`).
     """
     import tempfile
 
@@ -96,7 +100,10 @@ def stage_source_step(source: str, out_dir: str, *, settings: PlatformSettings |
 
     settings = settings_or_env(settings)
     with tempfile.TemporaryDirectory(prefix="source-") as tmp:
-        table = source_from_table(local_input(source, Path(tmp), settings, table=True))
+        if is_omezarr_source(source):
+            table = omezarr_source(source, Path(tmp), settings, level=level)
+        else:
+            table = source_from_table(local_input(source, Path(tmp), settings, table=True))
         return _stage(table, Path(out_dir), source, settings)
 
 
@@ -120,3 +127,68 @@ def _stage(table: pd.DataFrame, out: Path, source: str, settings: PlatformSettin
     table.to_csv(out / "source.csv", index=False)
     manifest = store.write_manifest(manifest_name(f"staged-{Path(source).stem}"), objects, extra={"source": source})
     return {"n_images": len(table), "manifest": manifest}
+
+
+# -- OME-Zarr sources ----------------------------------------------------------------------------
+ZARR_METADATA = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
+
+
+def is_omezarr_source(source: str) -> bool:
+    """True when a step's source names an OME-Zarr (``*.zarr``, or a local Zarr group) rather than a table."""
+    from microsnoop.io.omezarr import is_zarr_group
+
+    plain = source.rstrip("/")
+    return plain.endswith(".zarr") or (not plain.startswith("s3://") and is_zarr_group(plain.removeprefix("file://")))
+
+
+def fetch_omezarr(uri: str, dest: Path, settings: PlatformSettings, *, level: int = 0) -> Path:
+    """Download an OME-Zarr from ``s3://`` into ``dest``: all metadata, then the chunks of ``level`` only."""
+    from microsnoop.io.omezarr import omezarr_table, open_omezarr
+    from services.storage import open_store
+
+    store = open_store(settings, uri.rstrip("/"))
+    keys = {store.key_for(u): u for u in store.list_uris()}  # key_for refuses '..' segments
+    if not keys:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix; upload the OME-Zarr folder first")
+    root = dest / uri.rstrip("/").rpartition("/")[2]
+
+    def get(key: str) -> None:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(keys[key], root / key)
+
+    metadata = [k for k in keys if k.rpartition("/")[2] in ZARR_METADATA]
+    for key in metadata:
+        get(key)
+    arrays = []
+    for path in omezarr_table(root, level=level)["path"]:
+        image = open_omezarr(path, level=level)
+        arrays.append(f"{Path(path).relative_to(root).as_posix()}/{image.dataset}/".removeprefix("./"))
+    for key in sorted(set(keys) - set(metadata)):
+        if any(key.startswith(prefix) for prefix in arrays):
+            get(key)
+    return root
+
+
+def omezarr_source(source: str, work: Path, settings: PlatformSettings, *, level: int = 0) -> pd.DataFrame:
+    """A source table of an OME-Zarr image or plate (local or ``s3://``): one ``.npy`` per field at ``level``.
+
+    Fields are read one at a time (memory stays at one field); ``Metadata_SourceURI`` names each field
+    in the original Zarr, and the plate layout becomes ``Metadata_Plate``/``Metadata_Well``/``Metadata_Site``.
+    """
+    import numpy as np
+
+    from microsnoop.io.omezarr import image_stem, omezarr_table, read_omezarr
+
+    plain = source.rstrip("/")
+    root = fetch_omezarr(plain, work / "zarr", settings, level=level) if plain.startswith("s3://") else None
+    root = root or Path(plain.removeprefix("file://"))
+    table = omezarr_table(root, level=level)
+    (work / "fields").mkdir(parents=True, exist_ok=True)
+    paths, origins = [], []
+    for path in table["path"]:
+        target = work / "fields" / f"{image_stem(path)}.npy"
+        np.save(target, read_omezarr(path, level=level))
+        paths.append(str(target))
+        origins.append(f"{plain}/{Path(path).relative_to(root).as_posix()}".removesuffix("/."))
+    table["path"], table["Metadata_SourceURI"] = paths, origins
+    return table.drop(columns=["level", "channels"])
