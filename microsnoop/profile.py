@@ -51,6 +51,10 @@ class ProfileConfig:
             raise ConfigError(f"tile_overlap must be in [0, 0.5], got {self.tile_overlap}")
         if self.border_rule not in BORDER_RULES:
             raise ConfigError(f"border_rule must be one of {BORDER_RULES}, got {self.border_rule!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}; pass --batch-size 1 or more")
+        if self.nucleus_channel < 0:
+            raise ConfigError(f"nucleus_channel must be >= 0, got {self.nucleus_channel}; channels count from 0")
 
 
 @dataclass

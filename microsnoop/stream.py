@@ -98,14 +98,50 @@ def _fingerprint(
     return digest.hexdigest()
 
 
+def inputs_digest(source: pd.DataFrame) -> str:
+    """SHA-256 over the content of every input file (images, stacks, masks): a file changed in place
+    under the same path and size must not be reused on resume."""
+    digest = hashlib.sha256()
+    cols = [c for c in ("path", "mask_path") if c in source.columns]
+    for name in sorted({str(p) for c in cols for p in source[c].dropna()}):
+        digest.update(name.encode() + b"\0")
+        path = Path(name)
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _part_usable(path: Path) -> bool:
+    """True when a finished part file exists and reads back (a truncated one is computed again)."""
+    if not path.exists():
+        return False
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("%s is unreadable (%s); computing that chunk again", path, exc)
+        path.unlink()
+        return False
+    return True
+
+
 def _prepare_out(out_dir: Path, run_info: dict[str, Any], runtime: Runtime) -> None:
     parts = out_dir / "parts"
     run_file = out_dir / "run.json"
     if runtime.is_main:
         parts.mkdir(parents=True, exist_ok=True)
         if run_file.exists():
-            old = json.loads(run_file.read_text())
-            if old.get("fingerprint") != run_info["fingerprint"]:
+            try:
+                old = json.loads(run_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"{run_file}: corrupt ({exc}); delete {out_dir} to start over, or give a new --out folder"
+                ) from exc
+            if not isinstance(old, dict):
+                raise ConfigError(f"{run_file}: not a run description; delete {out_dir} or give a new --out folder")
+            stale = old.get("inputs_sha256") not in (None, run_info["inputs_sha256"])
+            if old.get("fingerprint") != run_info["fingerprint"] or stale:
                 raise ConfigError(
                     f"{out_dir}: holds a run with other inputs, model or settings; "
                     "give a new --out folder, or delete this one to start over"
@@ -192,6 +228,16 @@ def _tables(
     return pd.DataFrame(image_rows), pd.DataFrame(cell_rows), skipped
 
 
+def _first_readable(records: list[dict[str, Any]], cache: StackCache, gray_rgb: bool) -> np.ndarray:
+    """The first image that loads (it sizes the chunks); unreadable ones are skipped later, not fatal here."""
+    for row in records:
+        try:
+            return load_row(row, cache, gray_rgb=gray_rgb)
+        except InvalidImageError as exc:
+            log.warning("sizing chunks: %s", exc)
+    raise InvalidImageError(f"none of the {len(records)} input images can be read; check the paths and formats")
+
+
 def run_embedding(
     source: pd.DataFrame,
     out_dir: Path,
@@ -209,7 +255,12 @@ def run_embedding(
     stream = stream or StreamConfig()
     records = source.to_dict("records")
     cache = StackCache()
-    first = load_row(records[0], cache, gray_rgb=stream.gray_rgb)
+    first = _first_readable(records, cache, stream.gray_rgb)
+    if profile.mode == "cell-region" and profile.nucleus_channel >= first.shape[0]:
+        raise ConfigError(
+            f"nucleus_channel {profile.nucleus_channel} does not exist: the images have {first.shape[0]} channel(s); "
+            f"pass --nucleus-channel between 0 and {first.shape[0] - 1}"
+        )
     chunk = chunk_size(first, contract, profile.mode, stream)
     cache.clear()
     n_chunks = -(-len(records) // chunk)
@@ -222,6 +273,7 @@ def run_embedding(
         "chunk_images": chunk,
         "n_chunks": n_chunks,
         "n_images": len(records),
+        "inputs_sha256": inputs_digest(source),
     }
     _prepare_out(out_dir, run_info, runtime)
     metadata = {"microsnoop": json.dumps({k: v for k, v in run_info.items() if k != "n_chunks"})}
@@ -233,7 +285,12 @@ def run_embedding(
     mine = range(runtime.rank, n_chunks, runtime.world_size)
     for k in tqdm(mine, desc="embed", unit="chunk", disable=not (progress and runtime.is_main)):
         part = out_dir / "parts" / f"images-{k:05d}.parquet"
-        if part.exists():
+        others = [out_dir / "parts" / f"{kind}-{k:05d}.parquet" for kind in ("skipped", "cells")]
+        usable = _part_usable(part)
+        for other in others:  # a corrupt companion part means the chunk is computed again
+            if other.exists() and not _part_usable(other):
+                usable = False
+        if usable:
             reused += 1
             continue
         kept, images, masks, skipped = _load_chunk(

@@ -7,6 +7,7 @@ plus any ``Metadata_*`` columns.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,22 @@ def source_from_stack(stack: Path, metadata: Path | None = None) -> pd.DataFrame
 
 
 def _stack_length(stack: Path) -> int:
-    if stack.suffix == ".npy":
-        return int(np.load(stack, mmap_mode="r").shape[0])
-    with np.load(stack) as z:
-        key = "images" if "images" in z.files else z.files[0]
-        return int(z[key].shape[0])
+    fix = "save the N x C x H x W stack with numpy.save (.npy) or numpy.savez (.npz, key 'images')"
+    shape: tuple[int, ...] | None = None
+    try:
+        if stack.suffix == ".npy":
+            shape = np.load(stack, mmap_mode="r").shape
+        else:
+            with np.load(stack) as z:
+                if z.files:
+                    shape = z["images" if "images" in z.files else z.files[0]].shape
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # numpy's errors for non-array files
+        raise InvalidImageError(f"{stack}: not a readable NumPy array file ({exc}); {fix}") from exc
+    if shape is None:
+        raise InvalidImageError(f"{stack}: the .npz holds no arrays; {fix}")
+    if len(shape) < 3:
+        raise InvalidImageError(f"{stack}: shape {shape} is not a stack of images; {fix}")
+    return int(shape[0])
 
 
 class StackCache:
@@ -141,4 +153,23 @@ def load_mask(row: dict[str, object]) -> np.ndarray | None:
     labels = np.squeeze(labels)
     if labels.ndim != 2:
         raise InvalidImageError(f"{mask_path}: a mask must be one 2-D label image, got shape {labels.shape}")
+    return labels_as_int(labels, str(mask_path))
+
+
+def labels_as_int(labels: np.ndarray, where: str) -> np.ndarray:
+    """A label image as int32, refusing values that a cast would silently change (fractions, NaN, negatives)."""
+    if labels.dtype == bool:
+        return labels.astype(np.int32)
+    if labels.dtype.kind not in "iuf":
+        raise InvalidImageError(f"{where}: a label mask must hold numbers, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f" and (not np.isfinite(labels).all() or (labels != np.round(labels)).any()):
+        raise InvalidImageError(
+            f"{where}: the label mask holds NaN or fractional values (a probability map?); "
+            "pass the instance mask (0 = background, 1..N = cells)"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+        raise InvalidImageError(
+            f"{where}: labels must lie in 0..2^31-1 (0 = background), found {labels.min()}..{labels.max()}; "
+            "relabel the mask"
+        )
     return labels.astype(np.int32)
