@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from microsnoop.errors import InvalidImageError, ManifestError
+from microsnoop.errors import ConfigError, InvalidImageError, ManifestError
 from microsnoop.io.images import IMAGE_SUFFIXES, check_plane, read_image
 from microsnoop.io.omezarr import find_omezarr_roots, image_stem, is_zarr_group, omezarr_root, omezarr_table
 
@@ -57,7 +57,9 @@ class CurateConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}; e.g. --val-fraction 0.2")
+        if self.max_side < 16:
+            raise ConfigError(f"max_side must be at least 16 pixels, got {self.max_side}; e.g. --max-side 2048")
 
 
 @dataclass
@@ -120,14 +122,22 @@ def plane_hash(plane: np.ndarray) -> str:
 
 def read_types_table(path: Path) -> dict[str, dict[str, str]]:
     """Read a CSV of ``path,type[,split][,source]`` (paths relative to the CSV) keyed by resolved path."""
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(
+            f"{path}: not a readable UTF-8 CSV ({exc.__class__.__name__}); write it as text with columns "
+            "path,type[,split][,source]"
+        ) from exc
     missing = {"path", "type"} - set(table.columns)
     if missing:
         raise ManifestError(
             f"{path}: missing columns {sorted(missing)}; a types table needs path,type[,split][,source]"
         )
     out: dict[str, dict[str, str]] = {}
-    for row in table.to_dict("records"):
+    for number, row in enumerate(table.to_dict("records"), start=2):
+        if not isinstance(row["path"], str) or not isinstance(row["type"], str):
+            raise ManifestError(f"{path} line {number}: no path or no type (check the CSV's quotes and commas)")
         key = str((path.parent / str(row["path"])).resolve())
         out[key] = {k: str(v) for k, v in row.items() if isinstance(v, str) and k != "path"}
         out[key]["type"] = normalize_type(row["type"], where=f"{path}: ")
@@ -169,7 +179,12 @@ def curate_pool(
     config = config or CurateConfig()
     types = read_types_table(types_table) if types_table else {}
     planes_dir = out_dir / "planes"
-    planes_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; give --out a folder (new or an earlier pool)")
+    try:
+        planes_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {planes_dir} ({exc.strerror}); give --out a writable folder") from exc
     report = CurateReport()
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
