@@ -1,12 +1,20 @@
-"""Component: embed images with a registered encoder (GPU in the compiled spec)."""
+"""Component: embed one shard's images with a registered encoder (GPU in the compiled spec)."""
 
 from kfp.dsl import Dataset, Input, Output
 
 
 def embed(
-    segmented: Input[Dataset], model_ref: str, mode: str, rc: float, gray_rgb: bool, embeddings: Output[Dataset]
+    segmented: Input[Dataset],
+    shard: dict,
+    model_ref: str,
+    mode: str,
+    rc: float,
+    gray_rgb: bool,
+    embeddings: Output[Dataset],
 ) -> dict:
-    """Embed every image (cell-region: crop, embed, average cells); returns the model version used."""
-    from services.steps import embed_step
+    """Embed every image of one shard (restored when done before with the same model); returns its summary."""
+    from services.sharding import embed_shard_step
 
-    return embed_step(segmented.path, embeddings.path, model_ref=model_ref, mode=mode, rc=rc, gray_rgb=gray_rgb)
+    return embed_shard_step(
+        segmented.path, embeddings.path, shard=shard, model_ref=model_ref, mode=mode, rc=rc, gray_rgb=gray_rgb
+    )

@@ -3,21 +3,23 @@
 # No `from __future__ import annotations`: KFP reads the pipeline signatures as real types.
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from components import build_components
+from components import Components, build_components, stage_of
 from pipelines.tasks import configure_task
 from services.settings import PlatformSettings
 
-PIPELINE_VERSION = "3"  # bump when a pipeline's wiring or signature changes
+PIPELINE_VERSION = "4"  # bump when a pipeline's wiring or signature changes
 
 
-def _task(components: Any, stage: str, settings: PlatformSettings, **kwargs: Any) -> Any:
-    return configure_task(getattr(components, stage)(**kwargs), stage, settings)
+def _step(component: Any, settings: PlatformSettings, **kwargs: Any) -> Any:
+    """Call a component with explicit arguments and apply its stage's scheduling policy."""
+    return configure_task(component(**kwargs), stage_of(component), settings)
 
 
 def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
-    """curate -> pretrain -> evaluate (vs baseline and untrained) -> register (champion on improvement)."""
+    """curate -> pretrain (in the step, or N workers x G GPUs through the Training Operator) -> evaluate -> register."""
     from kfp import dsl
 
     c = build_components(settings.image)
@@ -32,14 +34,21 @@ def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
         limit_per_class: int = 4,
         eval_mode: str = "cell-region",
         eval_untrained: bool = True,
+        workers: int = 0,
+        gpus_per_worker: int = 1,
     ) -> None:
-        pool = _task(c, "curate_pool", settings, types_table=types_table)
-        trained = _task(
-            c, "pretrain", settings, pool=pool.outputs["pool"], epochs=epochs, images_per_epoch=images_per_epoch
+        pool = _step(c.curate_pool, settings, types_table=types_table)
+        trained = _step(
+            c.pretrain,
+            settings,
+            pool=pool.outputs["pool"],
+            epochs=epochs,
+            images_per_epoch=images_per_epoch,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
         )
-        evaluation = _task(
-            c,
-            "evaluate_models",
+        evaluation = _step(
+            c.evaluate_models,
             settings,
             model=trained.outputs["model"],
             trained=trained.outputs["Output"],
@@ -49,9 +58,8 @@ def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
             eval_mode=eval_mode,
             eval_untrained=eval_untrained,
         )
-        _task(
-            c,
-            "register_model",
+        _step(
+            c.register_model,
             settings,
             model=trained.outputs["model"],
             trained=trained.outputs["Output"],
@@ -63,43 +71,68 @@ def build_pretraining(settings: PlatformSettings) -> Callable[..., Any]:
     return pretraining  # type: ignore[no-any-return]
 
 
-def _profiling_tasks(c: Any, settings: PlatformSettings, args: dict[str, Any], after: Any = None) -> Any:
-    staged = _task(c, "stage_images", settings, source_table=args["source_table"])
+@dataclass(frozen=True)
+class ProfilingArgs:
+    """The profiling pipeline's parameters (pipeline channels at compile time), passed explicitly."""
+
+    source_table: Any
+    model_ref: Any
+    mode: Any
+    rc: Any
+    gray_rgb: Any
+    channel: Any
+    n_shards: Any
+    control_column: Any
+    control_value: Any
+    batch_column: Any
+    label_column: Any
+    publish_replace: Any
+
+
+def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingArgs, after: Any = None) -> Any:
+    """stage -> shard -> ParallelFor(segment -> embed) -> merge by key -> sphere -> evaluate -> publish."""
+    from kfp import dsl
+
+    staged = _step(c.stage_images, settings, source_table=args.source_table)
     if after is not None:
         staged.after(after)  # e.g. embed with the champion only once registration has decided it
-    seg = _task(c, "segment", settings, staged=staged.outputs["staged"], channel=args["channel"], segmenter="auto")
-    emb = _task(
-        c,
-        "embed",
+    plan = _step(c.shard_images, settings, staged=staged.outputs["staged"], n_shards=args.n_shards)
+    with dsl.ParallelFor(plan.output, parallelism=settings.shard_parallelism) as shard:
+        seg = _step(
+            c.segment, settings, staged=staged.outputs["staged"], shard=shard, channel=args.channel, segmenter="auto"
+        )
+        emb = _step(
+            c.embed,
+            settings,
+            segmented=seg.outputs["segmented"],
+            shard=shard,
+            model_ref=args.model_ref,
+            mode=args.mode,
+            rc=args.rc,
+            gray_rgb=args.gray_rgb,
+        )
+    merged = _step(c.merge_shards, settings, shards=dsl.Collected(emb.outputs["embeddings"]), plan=plan.output)
+    sph = _step(
+        c.sphere,
         settings,
-        segmented=seg.outputs["segmented"],
-        model_ref=args["model_ref"],
-        mode=args["mode"],
-        rc=args["rc"],
-        gray_rgb=args["gray_rgb"],
+        embeddings=merged.outputs["embeddings"],
+        control_column=args.control_column,
+        control_value=args.control_value,
+        batch_column=args.batch_column,
     )
-    sph = _task(
-        c,
-        "sphere",
+    _step(c.evaluate, settings, sphered=sph.outputs["sphered"], label_column=args.label_column)
+    return _step(
+        c.publish_features,
         settings,
-        embeddings=emb.outputs["embeddings"],
-        control_column=args["control_column"],
-        control_value=args["control_value"],
-        batch_column=args["batch_column"],
-    )
-    _task(c, "evaluate", settings, sphered=sph.outputs["sphered"], label_column=args["label_column"])
-    return _task(
-        c,
-        "publish_features",
-        settings,
-        embeddings=emb.outputs["embeddings"],
+        embeddings=merged.outputs["embeddings"],
         sphered=sph.outputs["sphered"],
-        embedded=emb.outputs["Output"],
+        embedded=merged.outputs["Output"],
+        replace=args.publish_replace,
     )
 
 
 def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
-    """stage -> segment -> embed (registered model) -> sphere -> evaluate -> publish to the feature store."""
+    """stage -> shard -> segment/embed per shard in parallel -> merge -> sphere -> evaluate -> publish."""
     from kfp import dsl
 
     c = build_components(settings.image)
@@ -112,12 +145,28 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
         rc: float = 1.0,
         gray_rgb: bool = False,
         channel: int = 0,
+        n_shards: int = 1,
         control_column: str = "Metadata_Compound",
         control_value: str = "DMSO",
         batch_column: str = "Metadata_Plate",
         label_column: str = "Metadata_Label",
+        publish_replace: bool = False,
     ) -> None:
-        _profiling_tasks(c, settings, locals())
+        args = ProfilingArgs(
+            source_table=source_table,
+            model_ref=model_ref,
+            mode=mode,
+            rc=rc,
+            gray_rgb=gray_rgb,
+            channel=channel,
+            n_shards=n_shards,
+            control_column=control_column,
+            control_value=control_value,
+            batch_column=batch_column,
+            label_column=label_column,
+            publish_replace=publish_replace,
+        )
+        _profiling_tasks(c, settings, args)
 
     return profiling  # type: ignore[no-any-return]
 
@@ -140,14 +189,18 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
         limit_per_class: int = 4,
         eval_mode: str = "cell-region",
         eval_untrained: bool = True,
+        workers: int = 0,
+        gpus_per_worker: int = 1,
         mode: str = "cell-region",
         rc: float = 1.0,
         gray_rgb: bool = False,
         channel: int = 0,
+        n_shards: int = 1,
         control_column: str = "Metadata_Compound",
         control_value: str = "DMSO",
         batch_column: str = "Metadata_Plate",
         label_column: str = "Metadata_Label",
+        publish_replace: bool = False,
     ) -> None:
         trained = pretraining(
             types_table=types_table,
@@ -158,8 +211,23 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
             limit_per_class=limit_per_class,
             eval_mode=eval_mode,
             eval_untrained=eval_untrained,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
         )
-        args = {**locals(), "model_ref": "champion"}
+        args = ProfilingArgs(
+            source_table=source_table,
+            model_ref="champion",
+            mode=mode,
+            rc=rc,
+            gray_rgb=gray_rgb,
+            channel=channel,
+            n_shards=n_shards,
+            control_column=control_column,
+            control_value=control_value,
+            batch_column=batch_column,
+            label_column=label_column,
+            publish_replace=publish_replace,
+        )
         _profiling_tasks(c, settings, args, after=trained)
 
     return end_to_end  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ STEP_ENV = (
     "MICROSNOOP_S3_SECURE",
 )
 SIDE_EFFECTS = frozenset({"register_model", "publish_features", "stage_images"})
-RETRIED = frozenset({"stage_images", "segment", "embed", "publish_features"})
+RETRIED = frozenset({"stage_images", "shard_images", "segment", "embed", "merge_shards", "publish_features"})
 
 
 def _key_value(text: str, what: str) -> tuple[str, str]:

@@ -79,10 +79,13 @@ def test_steps_receive_service_settings_from_a_secret(tmp_path: Path) -> None:
 
 
 def test_side_effect_steps_are_not_cached_and_io_steps_retry() -> None:
-    tasks = _executors(compiled_path("profiling"))["spec"]["root"]["dag"]["tasks"]
+    spec = _executors(compiled_path("profiling"))["spec"]
+    tasks = spec["root"]["dag"]["tasks"]
     assert tasks["publish-features"]["cachingOptions"] == {}
-    assert tasks["embed"]["cachingOptions"] == {"enableCache": True}
-    assert tasks["embed"]["retryPolicy"]["maxRetryCount"] == 2
+    loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
+    embed = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["embed"]  # one per shard
+    assert embed["cachingOptions"] == {"enableCache": True}
+    assert embed["retryPolicy"]["maxRetryCount"] == 2
 
 
 class RecordingClient:
@@ -141,7 +144,7 @@ def test_submit_uploads_a_version_and_creates_a_recurring_run() -> None:
     # The previous schedule of this pipeline is disabled, not duplicated; the version name carries a content hash.
     assert [args for name, args, _ in clients[0].calls if name == "disable_recurring_run"] == [("rr-old",)]
     version_name = [args for name, args, _ in clients[0].calls if name == "upload_pipeline_version"][0][1]
-    assert version_name.startswith("microsnoop-profiling-0.1.0-p3-") and len(version_name.rsplit("-", 1)[1]) == 10
+    assert version_name.startswith("microsnoop-profiling-0.1.0-p4-") and len(version_name.rsplit("-", 1)[1]) == 10
 
 
 def test_submit_one_run_reuses_an_existing_pipeline() -> None:
@@ -173,6 +176,7 @@ def test_profiling_runs_locally_and_republishing_keeps_row_counts(
         "source_table": str(tiny_fields(tmp_path)),
         "model_ref": str(REPO / "models" / "microsnoop-cpu-v1.pt"),
         "label_column": "Metadata_Label",
+        "n_shards": 2,  # kfp.local runs the ParallelFor over the shard plan
     }
     run_local("profiling", args, platform_settings, pipeline_root=tmp_path / "kfp1")
     with FeatureStore.from_settings(platform_settings) as store:
