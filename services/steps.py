@@ -327,9 +327,14 @@ def _log_scores(settings: PlatformSettings, report: dict[str, Any]) -> None:
 
 
 def publish_step(
-    embeddings_dir: str, *, model_version: str, sphered_dir: str = "", settings: PlatformSettings | None = None
+    embeddings_dir: str,
+    *,
+    model_version: str,
+    sphered_dir: str = "",
+    replace: bool = False,
+    settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
-    """Upsert image- and cell-level embeddings into the feature store (idempotent), then apply Feast."""
+    """Upsert (or with replace, swap in) image, cell and treatment embeddings of a model version, then apply Feast."""
     from microsnoop.postprocess.aggregate import per_treatment
     from services.featurestore.feast_repo import apply_feature_repo
     from services.featurestore.store import FeatureStore
@@ -340,14 +345,16 @@ def publish_step(
     cells_path = Path(embeddings_dir) / "cells.parquet"
     sphered = pd.read_parquet(Path(sphered_dir) / "embeddings.parquet") if sphered_dir else None
     with FeatureStore.from_settings(settings) as store:
-        out["image"] = store.publish("image", images, model_version=model_version).total
+        out["image"] = store.publish("image", images, model_version=model_version, replace=replace).total
         if cells_path.is_file():
             cells = pd.read_parquet(cells_path)
             if len(cells):
-                out["cell"] = store.publish("cell", cells, model_version=model_version).total
+                out["cell"] = store.publish("cell", cells, model_version=model_version, replace=replace).total
         if sphered is not None and {"Metadata_Compound", "Metadata_Concentration"} <= set(sphered.columns):
             treatments = per_treatment(sphered)
-            out["treatment"] = store.publish("treatment", treatments, model_version=model_version).total
+            out["treatment"] = store.publish(
+                "treatment", treatments, model_version=model_version, replace=replace
+            ).total
         out["counts"] = store.counts()
     out["feast_repo"] = str(apply_feature_repo(settings))  # definitions applied, online store materialised
     return out
