@@ -33,6 +33,8 @@ def vote(neighbour_labels: list[object]) -> object:
 
 def knn_predict_loo(features: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Leave-one-out predictions: query k+1 neighbours and drop the query itself."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1 neighbour, got {k}; pass --k 1 or more")
     idx, _ = cosine_neighbours(features, features, k + 1)
     preds = []
     for i, row in enumerate(idx):
