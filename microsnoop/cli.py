@@ -689,3 +689,7 @@ def main() -> None:
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from exc
+    except OSError as exc:  # a folder given for a file, a read-only disk, a full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}; check the path, its kind and your permissions", err=True)
+        raise SystemExit(2) from exc
