@@ -128,9 +128,10 @@ def pipeline_submit(
 def platform_up(data_dir: DataDir = None) -> None:
     """Start the embedded PostgreSQL (pgvector) if no DSN is configured, and print where everything lives."""
     from services.featurestore import ensure_postgres
+    from services.featurestore.server import redact_dsn
 
     settings = _settings(data_dir)
-    dsn = ensure_postgres(settings)
+    dsn = redact_dsn(ensure_postgres(settings))  # the password stays in DATA_DIR/postgres.password
     typer.echo(f"postgres: {dsn}\nmlflow:   {settings.tracking_uri}\nstore:    {settings.store_uri}")
     typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri} --host 127.0.0.1 --port 5000")
 
@@ -168,26 +169,37 @@ def search(
     level: Annotated[str, typer.Option(help="cell, image or treatment.")] = "image",
     entity_id: Annotated[str | None, typer.Option(help="Find neighbours of this stored entity.")] = None,
     model_version: Annotated[str | None, typer.Option(help="Model version (default: the latest published).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours to return.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Neighbours to return.")] = 5,
     exclude_same: Annotated[
         list[str] | None, typer.Option(help="Drop hits sharing this field (plate, compound); repeat.")
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Top-k similar entities from the pgvector feature store (cosine distance), as JSON lines."""
+    import psycopg2
+
+    from services.featurestore.schema import StoreError
+    from services.featurestore.server import PostgresError
     from services.featurestore.store import FeatureStore
 
     settings = _settings(data_dir)
-    with FeatureStore.from_settings(settings) as store:
-        versions = store.model_versions(level)
-        if not versions:
-            raise typer.BadParameter(f"no {level} embeddings in the store; run 'make demo' or a profiling pipeline")
-        version = model_version or versions[-1]
-        if entity_id is None:
-            entity_id = str(store.page(level, model_version=version, limit=1)["entity_id"].iloc[0])
-        hits = store.search(
-            level, model_version=version, entity_id=entity_id, k=k, exclude_same=tuple(exclude_same or ())
-        )
+    try:
+        with FeatureStore.from_settings(settings) as store:
+            versions = store.model_versions(level)
+            if not versions:
+                raise StoreError(f"no {level} embeddings in the store; run 'make demo' or a profiling pipeline")
+            version = model_version or versions[-1]
+            if entity_id is None:
+                first = store.page(level, model_version=version, limit=1)["entity_id"]
+                if first.empty:
+                    raise StoreError(f"model {version!r} holds no {level} embeddings; pick another --model-version")
+                entity_id = str(first.iloc[0])
+            hits = store.search(
+                level, model_version=version, entity_id=entity_id, k=k, exclude_same=tuple(exclude_same or ())
+            )
+    except (StoreError, ConnectionError, PostgresError, psycopg2.Error) as exc:  # one line, never a traceback
+        typer.echo(f"error: {str(exc).strip().splitlines()[0]}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"# {k} nearest {level}s to {entity_id} (model {version})")
     for hit in hits:
         typer.echo(
@@ -205,6 +217,7 @@ def serve_search(
     """Serve the similarity-search HTTP API (FastAPI; docs at /docs, health at /health)."""
     from services.search_api import serve
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serve(_settings(data_dir), host=host, port=port)
 
 

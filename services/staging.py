@@ -34,13 +34,16 @@ def content_digest(table: pd.DataFrame) -> str:
 
 
 def fetch_source(source: str, dest: Path, settings: PlatformSettings) -> Path:
-    """Download an ``s3://.../table.csv`` and the images it lists (relative to it, or ``s3://`` URIs) to ``dest``."""
-    from services.storage import open_store
+    """Download an ``s3://.../table.csv`` and the images it lists (relative to it, or ``s3://`` URIs) to ``dest``.
+
+    Every download stays inside ``dest``: entries with ``..`` segments are refused.
+    """
+    from services.storage import contained, open_store
 
     root, _, name = source.rpartition("/")
     store = open_store(settings, root)
     dest.mkdir(parents=True, exist_ok=True)
-    local = store.get_file(source, dest / name)
+    local = store.get_file(source, contained(dest, name))
     table = pd.read_parquet(local) if name.endswith(".parquet") else pd.read_csv(local)
     if "path" not in table.columns:
         raise ValueError(f"{source}: no 'path' column; list one image per row (relative to the table, or s3:// URIs)")
@@ -49,7 +52,9 @@ def fetch_source(source: str, dest: Path, settings: PlatformSettings) -> Path:
     paths = []
     for raw in table["path"].astype(str):
         uri = raw if raw.startswith("s3://") else f"{root}/{raw.lstrip('/')}"
-        target = dest / "files" / uri.removeprefix("s3://")
+        if any(part in (".", "..") for part in uri.removeprefix("s3://").split("/")):
+            raise ValueError(f"{source}: path {raw!r} has '.' or '..' segments; list each image by its plain key")
+        target = contained(dest / "files", uri.removeprefix("s3://"))
         target.parent.mkdir(parents=True, exist_ok=True)
         open_store(settings, uri.rpartition("/")[0]).get_file(uri, target)
         paths.append(str(target))
@@ -60,15 +65,15 @@ def fetch_source(source: str, dest: Path, settings: PlatformSettings) -> Path:
 
 
 def fetch_folder(uri: str, dest: Path, settings: PlatformSettings | None = None) -> Path:
-    """Download every object under ``s3://bucket/prefix`` into ``dest`` (same relative layout)."""
-    from services.storage import open_store
+    """Download every object under ``s3://bucket/prefix`` into ``dest`` (same relative layout, never outside it)."""
+    from services.storage import contained, open_store
 
     store = open_store(settings_or_env(settings), uri.rstrip("/"))
     uris = store.list_uris()
     if not uris:
         raise FileNotFoundError(f"{uri}: no objects under this prefix; upload the folder first")
     for item in uris:
-        target = dest / store.key_for(item)
+        target = contained(dest, store.key_for(item))
         target.parent.mkdir(parents=True, exist_ok=True)
         store.get_file(item, target)
     return dest

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "StorageCredentialsError",
     "StorageError",
     "StoredObject",
+    "contained",
     "content_key",
     "open_store",
     "put_tree",
@@ -112,6 +114,32 @@ def expected_sha(key: str) -> str | None:
     if len(parts) < 3 or parts[-2] != base[:2]:
         return None
     return match.group(0)
+
+
+def _expected(uri: str, key: str, sha256: object, *, required: bool = False) -> str | None:
+    """The SHA-256 to check a download against: the given one (a manifest's), the key's, or both when they agree."""
+    named = expected_sha(key)
+    if sha256 is None:
+        if required:
+            raise ChecksumMismatchError(f"{uri}: the manifest entry has no sha256; rewrite the manifest")
+        return named
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ChecksumMismatchError(f"{uri}: sha256 {sha256!r} is not 64 lowercase hex digits; rewrite the manifest")
+    if named is not None and named != sha256:
+        raise ChecksumMismatchError(f"{uri}: the manifest's sha256 {sha256} differs from the key's; rewrite it")
+    return sha256
+
+
+def contained(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing absolute paths, ``..`` segments and symlinks that would leave ``root``."""
+    parts = relative.replace("\\", "/").split("/")
+    if relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"{relative!r}: not a safe relative path (absolute, empty or '..' segments); fix the entry")
+    target = root.joinpath(*parts)
+    base = root.resolve()
+    if not target.resolve().is_relative_to(base):
+        raise StorageError(f"{relative!r} leads outside {root} (through a symlink); fix the entry or the folder")
+    return target
 
 
 def _check_segment(value: str, what: str) -> None:
@@ -222,9 +250,13 @@ class ObjectStore(ABC):
             self._upload_bytes(key, data, content_type="application/octet-stream")
         return StoredObject(uri=self.uri_for(key), sha256=sha, size=len(data), kind=kind, name=key.rsplit("/", 1)[-1])
 
-    def get_file(self, uri: str, dest: Path) -> Path:
-        """Download ``uri`` to ``dest`` (a file, or an existing directory) atomically, checking its SHA-256."""
+    def get_file(self, uri: str, dest: Path, *, sha256: str | None = None) -> Path:
+        """Download ``uri`` to ``dest`` (a file, or an existing directory) atomically, checking its SHA-256.
+
+        The expected hash is ``sha256`` when given (from a manifest), else the one a content-addressed key names.
+        """
         key = self.key_for(uri)
+        expected = _expected(uri, key, sha256)
         dest = Path(dest)
         if dest.is_dir():
             dest = dest / key.rsplit("/", 1)[-1]
@@ -234,7 +266,7 @@ class ObjectStore(ABC):
         except BaseException:
             writer.abort()
             raise
-        return writer.commit(uri, expected_sha(key))
+        return writer.commit(uri, expected)
 
     def read_bytes(self, uri: str) -> bytes:
         """The content of ``uri`` (checked against its key's SHA-256 when content-addressed)."""
@@ -276,7 +308,7 @@ class ObjectStore(ABC):
         return uri
 
     def read_manifest(self, name_or_uri: str) -> dict[str, Any]:
-        """Read a manifest by name or URI."""
+        """Read a manifest by name or URI; every object entry must carry a SHA-256 its key agrees with."""
         uri = name_or_uri if "://" in name_or_uri else self.manifest_uri(name_or_uri)
         try:
             body = json.loads(self.read_bytes(uri))
@@ -284,7 +316,24 @@ class ObjectStore(ABC):
             raise StorageError(f"{uri}: not a JSON manifest ({exc}); rewrite it with write_manifest") from exc
         if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
             raise StorageError(f"{uri}: not a microsnoop manifest (expected format {MANIFEST_FORMAT!r})")
+        for entry in body.get("objects", []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("uri"), str):
+                raise StorageError(f"{uri}: an object entry has no 'uri'; rewrite the manifest with write_manifest")
+            try:
+                _expected(entry["uri"], "/".join(entry["uri"].split("/")[-3:]), entry.get("sha256"), required=True)
+            except ChecksumMismatchError as exc:
+                raise StorageError(f"{uri}: {exc}") from exc
         return body
+
+    def fetch_manifest(self, name_or_uri: str, dest: Path) -> list[Path]:
+        """Download every object a manifest lists into ``dest``, each checked against the manifest's SHA-256."""
+        body = self.read_manifest(name_or_uri)
+        dest.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for entry in body.get("objects", []):
+            target = contained(dest, entry["uri"].rsplit("/", 1)[-1])
+            paths.append(self.get_file(entry["uri"], target, sha256=entry["sha256"]))
+        return paths
 
     def _not_found(self, key: str) -> ObjectNotFoundError:
         return ObjectNotFoundError(f"{self.uri_for(key)}: no such object; put it first or check the URI")
@@ -298,10 +347,20 @@ class FileStore(ObjectStore):
         self.root = self.directory.as_uri()
 
     def _path(self, key: str) -> Path:
-        return self.directory.joinpath(*key.split("/"))
+        """The file of ``key``; refuses keys whose existing components are symlinks (no way out of the store)."""
+        path = self.directory
+        for part in key.split("/"):
+            if part in ("", ".", ".."):
+                raise StorageError(f"{self.uri_for(key)}: not a valid object key ('..' or empty segments)")
+            path = path / part
+            if path.is_symlink():
+                raise StorageError(f"{self.uri_for(key)}: {path} is a symlink, which a file:// store never follows; "
+                                   "replace it with the file itself")  # fmt: skip
+        return path
 
     def _exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        return path.exists() and stat.S_ISREG(path.lstat().st_mode)
 
     def _write_atomic(self, key: str, write: Any) -> None:
         dest = self._path(key)
@@ -330,9 +389,11 @@ class FileStore(ObjectStore):
     def _iter_chunks(self, key: str) -> Iterator[bytes]:
         path = self._path(key)
         try:
-            fh = open(path, "rb")
+            fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
         except FileNotFoundError:
             raise self._not_found(key) from None
+        except OSError as exc:  # ELOOP: a symlink swapped in after the check
+            raise StorageError(f"{self.uri_for(key)}: cannot open without following links ({exc})") from exc
         with fh:
             yield from iter(lambda: fh.read(BLOCK), b"")
 
@@ -340,8 +401,11 @@ class FileStore(ObjectStore):
         if not self.directory.is_dir():
             return []
         keys = []
-        for path in self.directory.rglob("*"):
-            if path.is_file() and not path.name.endswith(".part"):
+        for folder, _, names in os.walk(self.directory, followlinks=False):
+            for name in names:
+                path = Path(folder) / name
+                if path.is_symlink() or name.endswith(".part"):
+                    continue
                 key = path.relative_to(self.directory).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
