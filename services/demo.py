@@ -58,11 +58,12 @@ def run_platform_demo(
     """Run the whole platform on the demo data and say what happened; returns the key numbers."""
     from pipelines.runner import run_local
     from services.featurestore import ensure_postgres
+    from services.featurestore.server import redact_dsn
     from services.featurestore.store import FeatureStore
     from services.registry import list_versions
 
     echo(f"[1/4] starting the embedded services under {settings.data_dir}")
-    dsn = ensure_postgres(settings)
+    dsn = redact_dsn(ensure_postgres(settings))  # the password stays in DATA_DIR/postgres.password
     echo(f"      postgres+pgvector: {dsn}\n      mlflow: {settings.tracking_uri}\n      store: {settings.store_uri}")
     echo("[2/4] running the end_to_end pipeline locally (kfp.local; each step a subprocess)")
     started = time.perf_counter()
