@@ -167,9 +167,10 @@ def thumbnail_controls(s: PlatformSettings, sample: dict[str, Any] | None) -> di
 
 
 def caption(row: dict[str, Any]) -> str:
-    """A short metadata line for a thumbnail."""
+    """A short metadata line for a thumbnail (escaped: metadata never becomes markdown, links or images)."""
     keys = ("label", "plate", "well", "compound", "moa")
-    return " · ".join(str(row[k]) for k in keys if row.get(k) is not None and str(row.get(k)) not in ("nan", "None"))
+    values = (row[k] for k in keys if row.get(k) is not None and str(row.get(k)) not in ("nan", "None"))
+    return " · ".join(similarity.escape_markdown(v) for v in values)
 
 
 def thumbnail_grid(s: PlatformSettings, rows: list[dict[str, Any]], view: dict[str, Any], *, columns: int = 4) -> None:
@@ -185,4 +186,5 @@ def thumbnail_grid(s: PlatformSettings, rows: list[dict[str, Any]], view: dict[s
                     st.image(image, width="stretch")
                 head = f"**#{row['rank']}** " if "rank" in row else ""
                 dist = f"  \ndistance {row['distance']:.4g}" if "distance" in row else ""
-                st.markdown(f"{head}`{row['entity_id']}`{dist}  \n{caption(row)}")
+                entity = similarity.escape_markdown(row["entity_id"])
+                st.markdown(f"{head}{entity}{dist}  \n{caption(row)}")

@@ -236,7 +236,7 @@ def dashboard(
     if data_dir is not None:
         env["MICROSNOOP_DATA_DIR"] = str(data_dir.resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host, "--server.port", str(port)]
-    cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "16"]
     raise SystemExit(subprocess.call(cmd, env=env))
 
 

@@ -61,7 +61,7 @@ with left:
                 st.info("Filters compare with the query's metadata; an uploaded image has none, so they are ignored.")
             query = similarity.Query("image", version, vector=vector, k=int(k))
             upload_name = upload.name
-            st.caption(f"Uploaded {upload.name}; searching {version}.")
+            st.caption(f"Uploaded {similarity.escape_markdown(upload.name)}; searching {version}.")
 
 view = common.thumbnail_controls(s, sample)
 if sample is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,51 @@ from services.settings import PlatformSettings
 FILTER_KEYS = ("plate", "compound", "moa")
 FILTER_MODES = ("any", "same", "other")
 PAGE_SIZE = 50
+# Uploads are refused beyond these (a small, crowded field once took a minute and 2.6 GB to embed).
+MAX_UPLOAD_BYTES = 16 * 2**20
+MAX_UPLOAD_PIXELS = 2048 * 2048
+MAX_UPLOAD_CELLS = 200
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def escape_markdown(value: object) -> str:
+    """``value`` as literal text inside ``st.markdown`` (no links, images, HTML or formatting from metadata)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def upload_pixels(data: bytes, name: str) -> int:
+    """Pixels per plane of an uploaded image, read from its header without decoding it (0 when unknown)."""
+    import io
+
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                shape = tif.series[0].shape
+                return int(np.prod(shape[-2:])) if len(shape) >= 2 else 0
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.size[0]) * int(img.size[1])
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image we can read"
+        raise BrowseError(f"{name}: not a readable PNG, JPEG or TIFF image ({exc.__class__.__name__})") from exc
+
+
+def check_upload(data: bytes, name: str) -> None:
+    """Refuse uploads over the byte or pixel caps, before any decoding."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BrowseError(
+            f"{name}: {len(data) / 2**20:.1f} MiB is over the {MAX_UPLOAD_BYTES / 2**20:.0f} MiB upload limit; "
+            "crop or compress the image"
+        )
+    pixels = upload_pixels(data, name)
+    if pixels > MAX_UPLOAD_PIXELS:
+        raise BrowseError(
+            f"{name}: {pixels:,} pixels per plane is over the {MAX_UPLOAD_PIXELS:,} limit; "
+            "crop or downscale the image (e.g. to 2048 x 2048)"
+        )
 
 
 def browse_page(
@@ -108,18 +154,32 @@ def embed_upload(
     from services.registry import resolve_encoder
     from services.steps import model_version_of
 
+    check_upload(data, name)
     checkpoint = resolve_encoder(settings, ref)
     version = model_version_of(Path(checkpoint), settings)
     encoder = load_encoder(checkpoint)
     image = decode_image(data, name)
+    if image.shape[-2] * image.shape[-1] > MAX_UPLOAD_PIXELS:  # a header that lied
+        raise BrowseError(f"{name}: over {MAX_UPLOAD_PIXELS:,} pixels per plane; crop or downscale the image")
     if gray_rgb and image.shape[0] == 3:
         from microsnoop.io.images import rgb_to_gray
 
         image = rgb_to_gray(image)[None]
     runtime = init_runtime(device="cpu", amp="off", channels_last=False)
     segmenter = make_segmenter("auto")
+
+    def segment_capped(plane: np.ndarray) -> np.ndarray:
+        labels = segmenter.segment(plane)
+        n_cells = len(np.unique(labels)) - int((labels == 0).any())
+        if n_cells > MAX_UPLOAD_CELLS:
+            raise BrowseError(
+                f"{name}: {n_cells} nuclei found, over the {MAX_UPLOAD_CELLS} an upload may hold; "
+                "upload a crop with fewer cells (or embed the image with 'microsnoop embed')"
+            )
+        return labels
+
     config = ProfileConfig(mode="cell-region", rc=1.0)
-    (profile,) = profile_images(encoder, [image], encoder.preprocess, runtime, config, segment=segmenter.segment)
+    (profile,) = profile_images(encoder, [image], encoder.preprocess, runtime, config, segment=segment_capped)
     if profile.embedding is None:
         rescale = ProfileConfig(mode="rescale")
         (profile,) = profile_images(encoder, [image], encoder.preprocess, runtime, rescale)
