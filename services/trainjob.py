@@ -69,6 +69,8 @@ class TrainJobSpec:
     node_selector: str = ""
     toleration: str = ""
     deadline_s: int = 7 * 24 * 3600
+    pretrain_args: tuple[str, ...] = ()  # more `microsnoop pretrain` flags (e.g. --batch-size 32)
+    workspace: str = WORKSPACE  # the pod-local folder holding the pool and the run (an emptyDir)
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 1024:
@@ -93,9 +95,9 @@ def _launcher(spec: TrainJobSpec) -> list[str]:
         "microsnoop",
         "pretrain",
         "--pool",
-        f"{WORKSPACE}/pool",
+        f"{spec.workspace}/pool",
         "--out",
-        f"{WORKSPACE}/run",
+        f"{spec.workspace}/run",
         "--nepoch",
         str(spec.epochs),
         "--warmup-epochs",
@@ -103,6 +105,7 @@ def _launcher(spec: TrainJobSpec) -> list[str]:
         "--images-per-epoch",
         str(spec.images_per_epoch),
         "--no-progress",
+        *spec.pretrain_args,
     ]
     if spec.gpus_per_worker <= 1:
         return ["python", *pretrain]  # the operator's MASTER_ADDR / WORLD_SIZE / RANK drive DDP directly
@@ -121,7 +124,16 @@ def _script(spec: TrainJobSpec) -> str:
     """The container's shell script: train, then rank 0 stores the run folder."""
     train = " ".join(a if "${" in a else shlex.quote(a) for a in _launcher(spec))  # ${...}: the shell expands
     upload = shlex.join(
-        ["python", "-m", "services.trainjob", "upload", "--run", f"{WORKSPACE}/run", "--manifest", spec.out_manifest]
+        [
+            "python",
+            "-m",
+            "services.trainjob",
+            "upload",
+            "--run",
+            f"{spec.workspace}/run",
+            "--manifest",
+            spec.out_manifest,
+        ]
     )
     return f'set -e\n{train}\nif [ "${{RANK:-0}}" = "0" ]; then {upload}; fi\n'
 
@@ -131,7 +143,7 @@ def _pod_template(spec: TrainJobSpec) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if spec.gpus_per_worker:
         resources = {"limits": {"nvidia.com/gpu": spec.gpus_per_worker}}
-    mounts = [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts = [{"name": "workspace", "mountPath": spec.workspace}, {"name": "dshm", "mountPath": "/dev/shm"}]
     fetch = [
         "python",
         "-m",
@@ -140,7 +152,7 @@ def _pod_template(spec: TrainJobSpec) -> dict[str, Any]:
         "--manifest",
         spec.pool_manifest,
         "--dest",
-        f"{WORKSPACE}/pool",
+        f"{spec.workspace}/pool",
     ]
     pod: dict[str, Any] = {
         "initContainers": [
