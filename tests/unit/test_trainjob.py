@@ -153,7 +153,8 @@ class FakeCustomObjects:
     """Scripted stand-in for kubernetes.client.CustomObjectsApi (the Kubernetes API is mocked)."""
 
     def __init__(self, states: list[dict[str, Any]], create_status: int | None = None) -> None:
-        self.states, self.create_status, self.created = iter(states), create_status, []
+        self.states, self.create_status = iter(states), create_status
+        self.created: list[tuple[Any, ...]] = []
 
     def create_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, body: Any) -> Any:
         if self.create_status is not None:
@@ -172,14 +173,14 @@ def _cond(kind: str, message: str = "") -> dict[str, Any]:
 
 
 def test_submit_streams_each_state_change_and_returns_on_success() -> None:
-    states = [
+    states: list[dict[str, Any]] = [
         {},
         {"conditions": [_cond("Created")]},
         {"conditions": [_cond("Created"), _cond("Running")], "replicaStatuses": {"Master": {"active": 1}}},
         {"conditions": [_cond("Created"), _cond("Running")], "replicaStatuses": {"Master": {"active": 1}}},
         {"conditions": [_cond("Created"), {"type": "Running", "status": "False"}, _cond("Succeeded", "done")]},
     ]
-    api, lines = FakeCustomObjects(states), []
+    api, lines = FakeCustomObjects(states), list[str]()
     manifest = pytorchjob_manifest(_spec())
     job = submit_and_wait(api, manifest, poll_s=1, report=lines.append, sleep=lambda s: None)
     assert api.created[0][:4] == ("kubeflow.org", "v1", "kubeflow-user", "pytorchjobs")
