@@ -124,7 +124,10 @@ def read_types_table(path: Path) -> dict[str, dict[str, str]]:
     """Read a CSV of ``path,type[,split][,source]`` (paths relative to the CSV) keyed by resolved path."""
     try:
         table = pd.read_csv(path, dtype=str)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise ManifestError(f"{path}: malformed CSV ({detail}); check its quotes and commas") from exc
+    except (UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(
             f"{path}: not a readable UTF-8 CSV ({exc.__class__.__name__}); write it as text with columns "
             "path,type[,split][,source]"

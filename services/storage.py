@@ -359,7 +359,10 @@ class FileStore(ObjectStore):
         return path
 
     def _exists(self, key: str) -> bool:
-        path = self._path(key)
+        try:
+            path = self._path(key)
+        except StorageError:  # a symlink on the way: not an object of this store
+            return False
         return path.exists() and stat.S_ISREG(path.lstat().st_mode)
 
     def _write_atomic(self, key: str, write: Any) -> None:
