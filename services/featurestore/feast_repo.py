@@ -67,7 +67,13 @@ def write_feature_repo(settings: PlatformSettings, repo_dir: Path) -> Path:
 
 
 def apply_feature_repo(settings: PlatformSettings, *, repo_dir: Path | None = None) -> Path:
-    """Write, apply and materialise the Feast repo (all published rows up to now); return its folder."""
+    """Write and apply the Feast repo, then materialise incrementally (rows published since the last run); its folder.
+
+    ``materialize_incremental`` starts each feature view where its previous materialisation ended (kept
+    in the repo's registry), so a publish costs the rows it wrote, not the whole store; the first run
+    of a view (ttl 0) starts a year back, and rows published longer ago than that reach the online
+    store with :func:`materialize_all`.
+    """
     from feast import FeatureStore as FeastStore
 
     from services.featurestore.feature_repo import definitions
@@ -75,9 +81,19 @@ def apply_feature_repo(settings: PlatformSettings, *, repo_dir: Path | None = No
     repo = write_feature_repo(settings, repo_dir or default_repo_dir(settings))
     store = FeastStore(repo_path=str(repo))
     store.apply(list(definitions.OBJECTS))  # type: ignore[arg-type]
-    store.materialize(start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
-    _log.info("applied and materialised the Feast repo in %s", repo)
+    store.materialize_incremental(end_date=datetime.now(UTC))
+    _log.info("applied the Feast repo in %s and materialised new rows", repo)
     return repo
+
+
+def materialize_all(settings: PlatformSettings, *, repo_dir: Path | None = None) -> None:
+    """Materialise every published row since 2000 into the online store (a full rebuild, e.g. after a restore)."""
+    from feast import FeatureStore as FeastStore
+
+    repo = repo_dir or default_repo_dir(settings)
+    if not (repo / "feature_store.yaml").exists():
+        raise FileNotFoundError(f"no Feast repo in {repo}; run apply_feature_repo(settings) first")
+    FeastStore(repo_path=str(repo)).materialize(start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
 
 
 def online_features(

@@ -4,8 +4,10 @@ insert publish paths, replace vs upsert, and the migration of stores made before
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -13,6 +15,7 @@ from psycopg2 import sql
 from services.featurestore import FeatureStore, StoreError
 from services.featurestore.index import IndexConfig
 from services.featurestore.schema import index_name, partition_name
+from services.settings import PlatformSettings
 from tests.integration.test_featurestore import clustered, image_table
 
 pytestmark = pytest.mark.integration
@@ -160,3 +163,28 @@ def test_index_config_sizes_the_build_and_chooses_the_path() -> None:
     assert not config.use_bulk(2000, 100_000, replace=False) and config.use_bulk(20_000, 100_000, replace=False)
     assert config.search_breadth(10, None) == config.ef_search and config.search_breadth(400, None) == 800
     assert config.search_breadth(10, 37) == 37
+
+
+def test_feast_materialises_only_rows_published_since_its_last_run(
+    store: FeatureStore, pg_settings: PlatformSettings, tmp_path: Path
+) -> None:
+    from feast import FeatureStore as FeastStore
+
+    from services.featurestore.feast_repo import apply_feature_repo, online_features
+
+    def treatments(names: list[str]) -> pd.DataFrame:
+        table = pd.DataFrame({"Metadata_Compound": names, "Metadata_Concentration": [1.0] * len(names)})
+        table["Metadata_MoA"] = [f"moa-{n}" for n in names]
+        table[[f"f{k}" for k in range(4)]] = clustered(len(names), 4, seed=len(names))
+        return table
+
+    store.publish("treatment", treatments(["a", "b"]), model_version="inc-v1")
+    repo = apply_feature_repo(pg_settings, repo_dir=tmp_path / "feast")
+    first = FeastStore(repo_path=str(repo)).get_feature_view("treatment_metadata").most_recent_end_time
+    assert first is not None
+    store.publish("treatment", treatments(["c", "d", "e"]), model_version="inc-v1")
+    apply_feature_repo(pg_settings, repo_dir=repo)
+    intervals = FeastStore(repo_path=str(repo)).get_feature_view("treatment_metadata").materialization_intervals
+    assert len(intervals) == 2 and intervals[1][0] == first  # the second run started where the first ended
+    got = online_features(pg_settings, "treatment", ["a@1.0", "e@1.0"], model_version="inc-v1", repo_dir=repo)
+    assert list(got["moa"]) == ["moa-a", "moa-e"]
