@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from services.browse import EXPECTED_ERRORS, explain, overview, projection, similarity, thumbnails
 from services.browse import benchmarks as bench
+from services.browse import expected_errors, explain, overview, projection, similarity, thumbnails
 from services.featurestore import FeatureStore
 from services.settings import PlatformSettings, load_settings
 
@@ -38,7 +38,7 @@ def explained() -> Iterator[None]:
     """Turn an expected failure (database down, empty store, no champion) into a message and stop the page."""
     try:
         yield
-    except EXPECTED_ERRORS as exc:
+    except expected_errors() as exc:
         st.error(explain(exc), icon=":material/error:")
         st.stop()
 
@@ -139,7 +139,7 @@ def thumbnail(s: PlatformSettings, row: dict[str, Any], view: dict[str, Any], si
         return _thumb(
             settings_key(s), s, uri, thumbnails.cell_box(row), view["colours"], view["low"], view["high"], size
         )
-    except EXPECTED_ERRORS:
+    except expected_errors():
         return None
 
 
@@ -150,7 +150,7 @@ def thumbnail_controls(s: PlatformSettings, sample: dict[str, Any] | None) -> di
     if uri is not None:
         try:
             n_channels = thumbnails.channel_count(s, uri)
-        except EXPECTED_ERRORS:
+        except expected_errors():
             n_channels = 1
     with st.sidebar:
         st.subheader("Thumbnails")

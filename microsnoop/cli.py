@@ -317,7 +317,7 @@ def embed(
     from microsnoop.device import init_runtime
     from microsnoop.io.omezarr import parse_channels
     from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
-    from microsnoop.models.checkpoint import file_sha256, load_encoder
+    from microsnoop.models.factory import load_named
     from microsnoop.profile import ProfileConfig
     from microsnoop.protocol import contract_for_protocol, protocol_defaults
     from microsnoop.stream import StreamConfig, run_embedding
@@ -333,15 +333,9 @@ def embed(
         if table
         else source_from_stack(stack, metadata)  # type: ignore[arg-type]
     )
-    if checkpoint is not None:
-        encoder = load_encoder(checkpoint)
-        model_id = f"{checkpoint.name}@sha256:{file_sha256(checkpoint)[:16]}"
-    elif untrained:
-        from microsnoop.demo import untrained_encoder
-
-        encoder, model_id = untrained_encoder(0), "untrained(seed=0)"
-    else:
+    if checkpoint is None and not untrained:
         raise typer.BadParameter("give --checkpoint PATH or --untrained")
+    encoder, model_id = load_named(checkpoint)  # None: the untrained network, seed 0
     contract = encoder.preprocess if protocol is None else contract_for_protocol(encoder.preprocess, protocol)
     implied = protocol_defaults(contract.protocol)
     segment = None
@@ -623,7 +617,7 @@ def benchmark(
     _setup_logging(False)
     registry = suites()
     if suite not in registry:
-        raise typer.BadParameter(f"unknown suite {suite!r}; choose from {sorted(registry)}")
+        raise typer.BadParameter(f"unknown suite {suite!r}; choose from {', '.join(sorted(registry))}")
     checkpoints: dict[str, Path | None] = {p.stem: p for p in checkpoint or []}
     if untrained:
         checkpoints["untrained"] = None
@@ -653,12 +647,25 @@ def demo(
     ),
     epochs: Annotated[int, typer.Option(help="Epochs of the brief pretraining.")] = 3,
     images_per_epoch: Annotated[int, typer.Option(help="Images per epoch of the brief pretraining.")] = 48,
+    depths: Annotated[
+        str, typer.Option(help="Comma-separated U-Net widths of the demo's network (e.g. 8,16,32 for a quick run).")
+    ] = "32,64,128,256",
+    input_size: Annotated[int, typer.Option(help="Side of the training crops and embedded cells.")] = 224,
+    amp: Annotated[str, typer.Option(help="Autocast for training and embedding: auto, bf16, fp16 or off.")] = "auto",
 ) -> None:
     """Library-only demo (make demo-core): curate, pretrain briefly, reconstruct, embed, kNN vs untrained."""
-    from microsnoop.demo import run_demo
+    from microsnoop.demo import DemoConfig, run_demo
 
     _setup_logging(False)
-    run_demo(out=out, data=data, shipped=shipped, epochs=epochs, images_per_epoch=images_per_epoch, echo=typer.echo)
+    train = PretrainConfig(
+        nepoch=epochs,
+        warmup_epochs=0,
+        images_per_epoch=images_per_epoch,
+        amp=amp,
+        encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(","))),
+        preprocess=PreprocessContract(input_size=input_size),
+    )
+    run_demo(out=out, data=data, shipped=shipped, config=DemoConfig(pretrain=train), echo=typer.echo)
 
 
 def _loaded_entry_points(group: str) -> list[Any]:

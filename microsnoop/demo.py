@@ -6,32 +6,39 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from microsnoop.config import MaskConfig, PretrainConfig
+from microsnoop.config import EncoderConfig, MaskConfig, PreprocessContract, PretrainConfig
 from microsnoop.curate import curate_pool
 from microsnoop.device import init_runtime
 from microsnoop.embed import embed_images
 from microsnoop.evaluate.knn import knn_accuracy_loo
 from microsnoop.io.images import read_raw
-from microsnoop.models.checkpoint import load_encoder
-from microsnoop.models.unet import MicrosnoopEncoder
+from microsnoop.models.factory import load_named
 from microsnoop.pretrain.train import pretrain
 from microsnoop.reconstruct import reconstruction_figure
 
 log = logging.getLogger(__name__)
 
 
-def untrained_encoder(seed: int = 0) -> MicrosnoopEncoder:
-    """An encoder of the same architecture with seeded random weights (the honest baseline)."""
-    torch.manual_seed(seed)
-    encoder = MicrosnoopEncoder()
-    return encoder.eval()
+def _brief_pretraining() -> PretrainConfig:
+    return PretrainConfig(nepoch=3, warmup_epochs=0, images_per_epoch=48)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo trains and compares: the brief pretraining (network, crop size, precision) and kNN's k.
+
+    The pretraining's network is also the untrained baseline's; its ``amp`` is used for every embedding.
+    """
+
+    pretrain: PretrainConfig = field(default_factory=_brief_pretraining)
+    k: int = 11
 
 
 def load_labelled_cells(cells: Path, labels_csv: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,17 +63,20 @@ def knn_report(
     k: int = 11,
     batch_size: int = 64,
     device: str = "auto",
+    amp: str = "auto",
     seed: int = 0,
+    untrained: EncoderConfig | None = None,
+    untrained_preprocess: PreprocessContract | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-out kNN accuracy of one encoder (a checkpoint, or untrained) on labelled cells."""
+    """Leave-one-out kNN accuracy of one encoder (a checkpoint, or untrained of ``untrained``'s shape) on cells."""
     images, labels = load_labelled_cells(cells, labels_csv, label_column)
-    encoder = load_encoder(checkpoint) if checkpoint else untrained_encoder(seed)
-    runtime = init_runtime(device=device)
+    encoder, model_id = load_named(checkpoint, seed=seed, config=untrained, preprocess=untrained_preprocess)
+    runtime = init_runtime(device=device, amp=amp)
     t0 = time.perf_counter()
     feats = embed_images(encoder, images, encoder.preprocess, runtime, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
     return {
-        "encoder": str(checkpoint) if checkpoint else f"untrained(seed={seed})",
+        "encoder": str(checkpoint) if checkpoint else model_id,
         "k": k,
         "n_cells": len(labels),
         "n_classes": len(set(labels.tolist())),
@@ -81,18 +91,18 @@ def run_demo(
     out: Path,
     data: Path,
     shipped: Path,
-    epochs: int = 3,
-    images_per_epoch: int = 48,
+    config: DemoConfig | None = None,
     echo: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Run every step of the demo, telling ``echo`` what happens; returns the scores."""
+    config = config or DemoConfig()
+    train = config.pretrain
     out.mkdir(parents=True, exist_ok=True)
     echo(f"[1/5] curating the demo pool from {data}")
     _, report = curate_pool([], out / "pool", types_table=data / "pool_types.csv", progress=False)
     echo(f"      {report.summary()}")
-    echo(f"[2/5] pretraining briefly ({epochs} epochs x {images_per_epoch} images; CPU bf16 if no GPU)")
-    config = PretrainConfig(nepoch=epochs, warmup_epochs=0, images_per_epoch=images_per_epoch)
-    result = pretrain(out / "pool", out / "run", config, resume=False)
+    echo(f"[2/5] pretraining briefly ({train.nepoch} epochs x {train.images_per_epoch} images; precision {train.amp})")
+    result = pretrain(out / "pool", out / "run", train, resume=False)
     echo("[3/5] writing the reconstruction figure")
     figure_inputs = sorted((data / "dsb2018" / "images").glob("*.png"))[:2] + [data / "samples" / "skimage_ihc.png"]
     figures = {
@@ -107,15 +117,28 @@ def run_demo(
             )
         except ValueError as exc:
             log.warning("no reconstruction for %s: %s", shipped, exc)
-    echo("[4/5] embedding the labelled cell-cycle cells (3 channels -> 768 numbers per cell)")
+    dim = 3 * train.encoder.embedding_dim
+    echo(f"[4/5] embedding the labelled cell-cycle cells (3 channels -> {dim} numbers per cell)")
     cells, labels_csv = data / "cellcycle" / "cells.npz", data / "cellcycle" / "cells.csv"
     encoders: dict[str, Path | None] = {"untrained": None, "demo (brief)": result.encoder_checkpoint}
     if shipped.is_file():
         encoders["shipped"] = shipped
     else:
         log.warning("shipped encoder %s not found: comparing the untrained and demo encoders only", shipped)
-    scores = {name: knn_report(cells, labels_csv, checkpoint=path, k=11) for name, path in encoders.items()}
-    echo("[5/5] leave-one-out 11-NN accuracy (cosine) on the same cells")
+    scores = {
+        name: knn_report(
+            cells,
+            labels_csv,
+            checkpoint=path,
+            k=config.k,
+            amp=train.amp,
+            seed=train.seed,
+            untrained=train.encoder,
+            untrained_preprocess=train.preprocess,
+        )
+        for name, path in encoders.items()
+    }
+    echo(f"[5/5] leave-one-out {config.k}-NN accuracy (cosine) on the same cells")
     n = next(iter(scores.values()))
     share = n["majority_share"]
     echo(f"      {n['n_cells']} cells, {n['n_classes']} cell-cycle classes; majority-class share {share:.3f}")

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from microsnoop.config import AugmentConfig, MaskConfig, PreprocessContract  # noqa: E402
-from microsnoop.io.images import read_image  # noqa: E402
-from microsnoop.models.checkpoint import load_unet  # noqa: E402
-from microsnoop.models.masking import apply_mask, make_patch_mask  # noqa: E402
-from microsnoop.models.unet import MicrosnoopUNet  # noqa: E402
-from microsnoop.preprocess.augment import random_crop  # noqa: E402
-from microsnoop.preprocess.normalize import normalize_percentile  # noqa: E402
+from microsnoop.config import AugmentConfig, MaskConfig, PreprocessContract
+from microsnoop.io.images import read_image
+from microsnoop.models.checkpoint import load_unet
+from microsnoop.models.masking import apply_mask, make_patch_mask
+from microsnoop.models.unet import MicrosnoopUNet
+from microsnoop.preprocess.augment import random_crop
+from microsnoop.preprocess.normalize import normalize_percentile
 
 
 @torch.no_grad()
@@ -54,7 +51,8 @@ def reconstruction_figure(
     crops = crops_from_files(images, ckpt.preprocess, seed=seed, max_rows=max_rows)
     masked, recon = reconstruct_planes(model, crops, mask, seed=seed)
     rows = len(crops)
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.5 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
     for r in range(rows):
         lo, hi = np.percentile(crops[r, 0].numpy(), [0.5, 99.5])
         for c, (title, img) in enumerate((("original", crops), ("masked input", masked), ("reconstruction", recon))):
@@ -68,5 +66,4 @@ def reconstruction_figure(
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
-    plt.close(fig)
     return out

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from microsnoop.evaluate.report import markdown_table
+from microsnoop.evaluate.suites import SuiteResult
 
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
 ORDER = ["cell-cycle", "bbbc021-cells", "dsb2018-fields", "bbbc021-profiles"]
@@ -24,7 +25,7 @@ def build(results: Path) -> str:
             continue
         data = json.loads(path.read_text())
         models = ", ".join(f"`{k}` = {v}" for k, v in data["models"].items())
-        parts.append(markdown_table(data).replace(f"### {name}", f"#### {name}"))
+        parts.append(markdown_table(SuiteResult.from_dict(data)).replace(f"### {name}", f"#### {name}"))
         parts.append(f"Models: {models}. Reproduce: `{data['command']}`\n")
     enc = results / "encoder_cpu.json"
     if enc.exists():

@@ -85,11 +85,11 @@ def evaluate_models_step(
     with tempfile.TemporaryDirectory(prefix="fields-") as tmp:
         result = suites()["dsb2018-fields"](local_input(data_dir, Path(tmp)), checkpoints, config)
     paths = write_report(result, Path(out_dir), command=f"evaluate_models_step({candidate!r}, {data_dir!r})")
-    scores = {name: float(s["knn_1"]["accuracy"]) for name, s in result["scores"].items()}
+    scores = {name: float(s["knn_1"]["accuracy"]) for name, s in result.scores.items()}
     return {
         "metric": f"dsb2018_fields_{mode.replace('-', '_')}_knn1_accuracy",
         "scores": scores,
-        "models": result["models"],
+        "models": result.models,
         "markdown": paths["md"].read_text(),
         "report_json": str(paths["json"]),
     }

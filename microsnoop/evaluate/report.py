@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from microsnoop import __version__  # noqa: E402
+from microsnoop import __version__
+from microsnoop.evaluate.suites.base import SuiteResult
 
 
-def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def score_rows(result: SuiteResult) -> list[dict[str, Any]]:
     """Flatten a suite result to rows: feature set, score path, metric, value and (when known) 95 % interval.
 
     Per-class F1 and confusion matrices stay in the JSON only.
@@ -40,15 +38,15 @@ def score_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             elif isinstance(child, dict):
                 walk(feature_set, [*path, key], child)
 
-    for feature_set, tree in result["scores"].items():
+    for feature_set, tree in result.scores.items():
         walk(feature_set, [], tree)
     return rows
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def markdown_table(result: SuiteResult) -> str:
     """A markdown table of the suite's scores with 95 % bootstrap intervals where computed."""
     lines = [
-        f"### {result['suite']} (n = {result['n']})",
+        f"### {result.suite} (n = {result.n})",
         "",
         "| features | score | metric | value [95% CI] |",
         "|---|---|---|---|",
@@ -59,7 +57,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_scores(result: dict[str, Any], out: Path) -> Path:
+def plot_scores(result: SuiteResult, out: Path) -> Path:
     """Horizontal bars of accuracy with 95 % intervals, one per feature set and protocol."""
     rows = [r for r in score_rows(result) if r["metric"] != "macro_f1"]
     labels = [f"{r['feature_set']} | {r['score']} | {r['metric']}" for r in rows]
@@ -67,15 +65,15 @@ def plot_scores(result: dict[str, Any], out: Path) -> Path:
     err = np.array(
         [[r["value"] - r["ci95"][0], r["ci95"][1] - r["value"]] if r["ci95"] else [0.0, 0.0] for r in rows]
     ).T
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    fig = Figure(figsize=(8, 0.35 * len(rows) + 1.2))
+    ax = fig.subplots()
     ax.barh(range(len(rows)), values, xerr=err, color="tab:blue", alpha=0.7, capsize=3)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("score (accuracy or mAP; 95% bootstrap interval where computed)")
-    ax.set_title(f"{result['suite']} (n = {result['n']})")
+    ax.set_title(f"{result.suite} (n = {result.n})")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
 
 
@@ -98,7 +96,8 @@ def plot_map(features: np.ndarray, labels: np.ndarray, out: Path, *, title: str,
             pass
     if xy is None:
         xy = _pca_2d(features)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     for lab in sorted(set(labels.tolist())):
         sel = labels == lab
         ax.scatter(xy[sel, 0], xy[sel, 1], s=6, label=f"{lab} ({sel.sum()})")
@@ -106,31 +105,24 @@ def plot_map(features: np.ndarray, labels: np.ndarray, out: Path, *, title: str,
     ax.set_title(f"{title} ({method})")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
 
 
-def write_report(result: dict[str, Any], out_dir: Path, *, command: str) -> dict[str, Path]:
+def write_report(result: SuiteResult, out_dir: Path, *, command: str) -> dict[str, Path]:
     """Write ``<suite>.json``, ``<suite>.md`` and the plots; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = result["suite"]
+    name = result.suite
     paths = {"scores_png": plot_scores(result, out_dir / f"{name}_scores.png")}
-    for feature_set, feats in result.get("embeddings", {}).items():
+    for feature_set, feats in result.embeddings.items():
+        if result.labels is None:
+            break
         paths[f"map_{feature_set}"] = plot_map(
             feats,
-            np.asarray(result["labels"]),
+            np.asarray(result.labels),
             out_dir / f"{name}_map_{feature_set}.png",
             title=f"{name}: {feature_set}",
         )
-    public = {k: v for k, v in result.items() if k not in ("embeddings", "labels")}
-    public.update(
-        {
-            "code_version": __version__,
-            "command": command,
-            "rows": score_rows(result),
-            "classes": {str(k): int(v) for k, v in result["classes"].items()},
-        }
-    )
+    public = {**result.to_dict(), "code_version": __version__, "command": command, "rows": score_rows(result)}
     paths["json"] = out_dir / f"{name}.json"
     paths["json"].write_text(json.dumps(public, indent=2, default=_jsonable))
     paths["md"] = out_dir / f"{name}.md"

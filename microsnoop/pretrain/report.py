@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
@@ -26,7 +23,8 @@ def plot_loss_curve(metrics: Path, out: Path) -> Path:
     for r in rows:
         total += r["images"]
         seen.append(total)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(seen, [r["train_loss"] for r in rows], label="train MSE", marker=".")
     if rows[0].get("val_loss") is not None:
         ax.plot(seen, [r["val_loss"] for r in rows], label="validation MSE (fixed crops and masks)", marker=".")
@@ -41,5 +39,4 @@ def plot_loss_curve(metrics: Path, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out

@@ -13,6 +13,6 @@ function takes :class:`~services.settings.PlatformSettings` and/or an open
 * :mod:`~services.browse.reconstruction` - original / masked / reconstructed with the champion U-Net
 """
 
-from services.browse.errors import EXPECTED_ERRORS, BrowseError, explain
+from services.browse.errors import BrowseError, expected_errors, explain
 
-__all__ = ["EXPECTED_ERRORS", "BrowseError", "explain"]
+__all__ = ["BrowseError", "expected_errors", "explain"]

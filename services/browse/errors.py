@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from microsnoop.errors import MicrosnoopError
 
 
@@ -9,7 +11,9 @@ class BrowseError(RuntimeError):
     """Nothing to show for a request (empty store, missing metadata); the message says what to do."""
 
 
-def _expected() -> tuple[type[BaseException], ...]:
+@cache
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a page turns into :func:`explain`'s message (imported on first use, not at import)."""
     import psycopg2
     from mlflow.exceptions import MlflowException
 
@@ -30,9 +34,6 @@ def _expected() -> tuple[type[BaseException], ...]:
         MicrosnoopError,
         OSError,
     )
-
-
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = _expected()
 
 
 def explain(exc: BaseException) -> str:
