@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.featurestore.schema import LEVELS, StoreError, table_name
+from services.featurestore.schema import CATALOG, LEVELS, StoreError, table_name
 from services.featurestore.server import PostgresError, running_dsn
 from services.featurestore.store import MAX_K, FeatureStore, NotFoundError
 from services.search_auth import READ_SCOPE, ApiKey, KeyRing
@@ -55,7 +55,7 @@ class ApiConfig:
     """Limits of the search API."""
 
     pool_size: int = 16  # database connections; requests beyond wait for one
-    acquire_timeout_s: float = 10.0  # then 503
+    acquire_timeout_s: float = 20.0  # then 503 with Retry-After
     max_body_bytes: int = 128 * 1024  # a 2000-d vector as JSON is ~50 KB
     health_ttl_s: float = 1.0
     version_ttl_s: float = 2.0  # how long the latest model version per level is cached
@@ -139,6 +139,16 @@ def unit_query(vector: list[float]) -> np.ndarray:
     return (q / np.linalg.norm(q)).astype(np.float32)
 
 
+class ReadOnlyStore(FeatureStore):
+    """The feature store opened without DDL: the API's database role may only read (``SELECT``)."""
+
+    def _ensure_schema(self) -> None:
+        with self._transaction(vectors=False) as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (CATALOG,))
+            if not cur.fetchone()[0]:  # type: ignore[index]
+                raise NotFoundError("the feature store holds no tables yet; publish embeddings first")
+
+
 class _StoreHolder:
     """Opens the FeatureStore lazily, bounds concurrent use to its pool and drops it when the database goes away."""
 
@@ -156,7 +166,8 @@ class _StoreHolder:
         try:
             with self._lock:
                 if self._store is None:
-                    self._store = FeatureStore(running_dsn(self._settings), max_connections=self._config.pool_size)
+                    dsn = running_dsn(self._settings)
+                    self._store = ReadOnlyStore(dsn, max_connections=self._config.pool_size)
                 store = self._store
             yield store
         except (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, PostgresError) as exc:

@@ -195,3 +195,23 @@ def test_the_api_does_not_restart_a_database_an_operator_stopped() -> None:
     finally:
         stop_postgres(settings)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_api_runs_with_a_read_only_database_role(pg_dsn: str, vectors: np.ndarray) -> None:
+    """The chart gives the search API a SELECT-only role; the API must not need DDL rights."""
+    import psycopg2
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS sec_reader")
+        cur.execute("CREATE ROLE sec_reader LOGIN PASSWORD 'reader-pw'")
+        cur.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO sec_reader")
+        cur.execute("ALTER ROLE sec_reader SET default_transaction_read_only = on")
+    conn.close()
+    reader = make_dsn(**{**parse_dsn(pg_dsn), "user": "sec_reader", "password": "reader-pw"})
+    with TestClient(create_app(PlatformSettings(pg_dsn=reader))) as c:
+        response = c.post("/search", json={"level": "image", "entity_id": "plate0/well00.tif", "k": 3})
+        assert response.status_code == 200, response.text
+        assert c.get("/health").json()["counts"]["image"] >= 60
