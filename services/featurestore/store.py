@@ -3,9 +3,9 @@
 A publish is one transaction on the model version's own partition: binary COPY into a temporary
 table, then ``INSERT ... ON CONFLICT DO UPDATE`` keyed by (model_version, entity_id). Two paths:
 
-* **bulk** (a new model version, ``replace=True``, or incoming rows >= ``IndexConfig.bulk_share`` of the
-  rows held): drop the partition's HNSW index, load, then build the index once with
-  ``maintenance_work_mem`` and parallel workers sized for the graph;
+* **bulk** (a new model version, ``replace=True``, incoming rows >= ``IndexConfig.bulk_share`` of the
+  rows held, or an index outgrown by the partition): drop the partition's index, load, then build it
+  once (HNSW or IVFFlat by size, see :mod:`.index`) with ``maintenance_work_mem`` and parallel workers;
 * **insert** (a few rows into a large model version): the index is maintained row by row.
 
 ``replace=True`` first empties the model version (rows absent from the new table are gone); the default
@@ -41,8 +41,10 @@ from services.featurestore.index import (
     build_index,
     drop_index,
     ensure_partition,
+    index_info,
     migrate_unpartitioned,
     query_distance,
+    set_search,
 )
 from services.featurestore.schema import FILTER_KEYS, SCALARS, StoreError, check_level, table_name
 from services.settings import PlatformSettings
@@ -200,7 +202,7 @@ class FeatureStore:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"publish/{level}/{model_version}",))
             self._claim_version(cur, level, model_version, dim)
             held = self._held(cur, level, model_version, exact=replace)
-            bulk = self.index.use_bulk(n, held, replace=replace)
+            bulk = self.index.use_bulk(n, held, replace=replace, index=index_info(cur, level, model_version))
             part = sql.Identifier(schema.partition_name(level, model_version))
             if bulk:
                 drop_index(cur, level, model_version)
@@ -316,8 +318,9 @@ class FeatureStore:
     ) -> list[Hit]:
         """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded).
 
-        ``ef_search`` (HNSW candidate list, default ``max(IndexConfig.ef_search, 2k)``) trades speed for
-        recall; the candidates come from the halfvec index and are ranked by the exact distance.
+        ``ef_search`` (HNSW candidate list, default ``max(IndexConfig.ef_search, 2k)``; on an IVFFlat
+        partition it scales the probes by ``ef_search / IndexConfig.ef_search``) trades speed for recall;
+        the candidates come from the halfvec index and are ranked by the exact distance.
         """
         check_level(level)
         if ef_search is not None and not 1 <= int(ef_search) <= 1000:
@@ -350,9 +353,7 @@ class FeatureStore:
                 order = sql.SQL("embedding <=> %s::vector")
             else:
                 order = query_distance(dim)
-                ef = self.index.search_breadth(k, ef_search)
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-                cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                set_search(cur, index_info(cur, level, model_version), k, ef_search, self.index)
             where = sql.SQL(" AND ").join([sql.SQL("model_version = {}").format(sql.Literal(model_version)), *clauses])
             cols = sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS))
             part = sql.Identifier(schema.partition_name(level, model_version))

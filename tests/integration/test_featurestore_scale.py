@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from services.featurestore import FeatureStore, StoreError
-from services.featurestore.index import IndexConfig
+from services.featurestore.index import IndexConfig, IndexInfo, index_info
 from services.featurestore.schema import index_name, partition_name
 from services.settings import PlatformSettings
 from tests.integration.test_featurestore import clustered, image_table
@@ -160,7 +160,9 @@ def test_index_config_sizes_the_build_and_chooses_the_path() -> None:
     assert config.build_memory_mb(1_000_000, 256) > config.build_memory_mb(100_000, 256) >= 64
     assert config.build_memory_mb(10**9, 768) == config.max_build_memory_mb
     assert config.use_bulk(10, 0, replace=False) and config.use_bulk(10, 10**6, replace=True)
-    assert not config.use_bulk(2000, 100_000, replace=False) and config.use_bulk(20_000, 100_000, replace=False)
+    hnsw = IndexInfo("hnsw")
+    assert not config.use_bulk(2000, 100_000, replace=False, index=hnsw)
+    assert config.use_bulk(20_000, 100_000, replace=False, index=hnsw)
     assert config.search_breadth(10, None) == config.ef_search and config.search_breadth(400, None) == 800
     assert config.search_breadth(10, 37) == 37
 
@@ -188,3 +190,47 @@ def test_feast_materialises_only_rows_published_since_its_last_run(
     assert len(intervals) == 2 and intervals[1][0] == first  # the second run started where the first ended
     got = online_features(pg_settings, "treatment", ["a@1.0", "e@1.0"], model_version="inc-v1", repo_dir=repo)
     assert list(got["moa"]) == ["moa-a", "moa-e"]
+
+
+def test_large_partitions_get_ivfflat_and_are_rebuilt_when_outgrown(pg_dsn: str) -> None:
+    """With ivf_min_rows lowered to 1000, a 3000-row version gets IVFFlat (3 lists) and still finds its rows."""
+    config = IndexConfig(ivf_min_rows=1000, ivf_probes=2)
+    with FeatureStore(pg_dsn, index=config) as fs:
+        x = clustered(3000, 32, seed=51)
+        first = fs.publish("image", image_table(x), model_version="ivf-v1")
+        with fs._transaction(vectors=False) as cur:
+            assert index_info(cur, "image", "ivf-v1") == IndexInfo("ivfflat", 3)
+        assert first.method == "bulk"
+        recalls = []
+        for qi in range(0, 3000, 150):
+            exact = {h.entity_id for h in fs.search("image", model_version="ivf-v1", vector=x[qi], exact=True)}
+            approx = fs.search("image", model_version="ivf-v1", vector=x[qi])
+            assert approx[0].entity_id == f"img{qi:05d}"
+            recalls.append(len(exact & {h.entity_id for h in approx}) / 10)
+        assert np.mean(recalls) >= 0.9
+        small = fs.publish("image", image_table(clustered(100, 32, seed=52), prefix="s"), model_version="ivf-v1")
+        assert small.method == "insert"
+        with fs._transaction(vectors=False) as cur:
+            assert index_info(cur, "image", "ivf-v1") == IndexInfo("ivfflat", 3)
+        hits = fs.search("image", model_version="ivf-v1", vector=x[5], k=5, filters={"plate": "P1"})
+        assert len(hits) == 5 and all(h.metadata["plate"] == "P1" for h in hits)  # iterative scan fills k
+
+
+def test_outgrown_indexes_take_the_bulk_path() -> None:
+    config = IndexConfig()
+    hnsw, ivf = IndexInfo("hnsw"), IndexInfo("ivfflat", 300)
+    assert not config.use_bulk(10_000, 150_000, replace=False, index=hnsw)
+    assert config.use_bulk(10_000, 195_000, replace=False, index=hnsw)  # crosses into IVFFlat's range
+    assert not config.use_bulk(10_000, 1_000_000, replace=False, index=ivf)  # 1.01M < 4 x 300 lists x 1000
+    assert config.use_bulk(10_000, 1_195_000, replace=False, index=ivf)
+    assert config.use_bulk(10, 1000, replace=False, index=IndexInfo(""))  # no index at all
+    assert IndexConfig.lists_for(3000) == 3 and IndexConfig.lists_for(4_000_000) == 2000
+    assert config.probes(1000, None) == 10 and config.probes(1000, 400) == 40 and config.probes(3, None) == 3
+
+
+def test_the_embedded_server_keeps_indexes_in_shared_buffers(store: FeatureStore) -> None:
+    from services.featurestore.server import shared_buffers_mb
+
+    with store._transaction(vectors=False) as cur:
+        cur.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
+        assert cur.fetchone()[0] == shared_buffers_mb() >= 128  # type: ignore[index]
