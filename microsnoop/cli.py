@@ -579,6 +579,69 @@ def evaluate(
 
 
 @app.command()
+def joint(
+    embeddings: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One embeddings table (its channel blocks ch{c}_* are the modalities) or several tables of the "
+            "same samples, one per modality (NAME=PATH names it); Parquet or CSV."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Joint table to write (Parquet): the Metadata_* columns and joint_*.")],
+    n_components: Annotated[int, typer.Option(help="PCA latent size per modality (the common size).")] = 32,
+    names: Annotated[
+        str | None,
+        typer.Option(
+            help="One table: modality names, one per channel (e.g. brightfield,DNA,darkfield); default: "
+            "Metadata_Channels (OME-Zarr) or ch0, ch1, ..."
+        ),
+    ] = None,
+    key: Annotated[str, typer.Option(help="Several tables: the id column joining them (inner join).")] = (
+        "Metadata_ImageID"
+    ),
+    balance: Annotated[bool, typer.Option(help="Scale every reduced modality to unit total variance.")] = True,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            help="Metadata column of known labels: also score each modality alone, the joint and the raw "
+            "concatenation (silhouette, KMeans ARI with k = number of labels, kNN) into OUT .json and .md."
+        ),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the PCA solver and KMeans.")] = 0,
+) -> None:
+    """Joint multi-modal embedding (as in the paper): PCA per modality to a common size, concatenated."""
+    from microsnoop.evaluate.clustering import evaluate_joint, joint_markdown
+    from microsnoop.postprocess import joint as jp
+
+    if len(embeddings) == 1:
+        df = _read_table(embeddings[0])
+        given = names.split(",") if names else None
+        if given is None and "Metadata_Channels" in df.columns and df["Metadata_Channels"].nunique() == 1:
+            given = str(df["Metadata_Channels"].iloc[0]).split("|")
+        blocks = jp.channel_blocks(df, given)
+        meta = df[[c for c in df.columns if c.startswith("Metadata_")]]
+    else:
+        tables = {}
+        for item in embeddings:
+            name, sep, path = str(item).partition("=")
+            tables[name if sep else Path(name).stem] = _read_table(Path(path if sep else name))
+        meta, blocks = jp.blocks_from_tables(tables, key=key)
+    config = jp.JointConfig(n_components=n_components, balance=balance, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jp.joint_table(meta, jp.JointEmbedding(config).fit_transform(blocks)).to_parquet(out, index=False)
+    typer.echo(f"{len(meta)} samples, modalities {list(blocks)} -> {len(blocks)} x {n_components} features -> {out}")
+    if label is not None:
+        if label not in meta.columns:
+            raise typer.BadParameter(f"no column {label!r}; Metadata columns: {list(meta.columns)}")
+        scores = evaluate_joint(blocks, meta[label].astype(str).to_numpy(), config=config, n_boot=n_boot)
+        out.with_suffix(".json").write_text(json.dumps({"label": label, "scores": scores}, indent=2) + "\n")
+        markdown = joint_markdown({out.stem: scores})
+        out.with_suffix(".md").write_text(markdown)
+        typer.echo(markdown)
+
+
+@app.command()
 def benchmark(
     suite: Annotated[
         str,
