@@ -129,11 +129,13 @@ def set_search(
 ) -> None:
     """Set the breadth and iterative scan of one query for the partition's index kind (transaction-local)."""
     if info.kind == "ivfflat":
-        cur.execute("SELECT set_config('ivfflat.probes', %s, true)", (str(config.probes(info.lists, ef_search)),))
-        cur.execute("SELECT set_config('ivfflat.iterative_scan', 'relaxed_order', true)")
+        name, breadth, value = "ivfflat", "probes", config.probes(info.lists, ef_search)
     else:
-        cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(config.search_breadth(k, ef_search)),))
-        cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        name, breadth, value = "hnsw", "ef_search", config.search_breadth(k, ef_search)
+    cur.execute(  # one round trip: a search is a handful of milliseconds
+        f"SELECT set_config('{name}.{breadth}', %s, true), set_config('{name}.iterative_scan', 'relaxed_order', true)",
+        (str(value),),
+    )
 
 
 def drop_index(cur: psycopg2.extensions.cursor, level: str, model_version: str) -> None:
