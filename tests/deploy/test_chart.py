@@ -151,35 +151,49 @@ def test_no_plaintext_password(rendered: dict[str, Rendered], values: str) -> No
 
 def test_generated_secrets_are_random_not_defaults(helm: Path) -> None:
     def passwords() -> list[str]:
-        r = render(helm, "default")
+        r = render(helm, "default", "-f", str(VALUES_FILES["default"]))
         return [
             base64.b64decode(v).decode() for s in r.of_kind("Secret") for k, v in s["data"].items() if "password" in k
         ]
 
     first, second = passwords(), passwords()
-    assert len(first) == 2, "one generated password each for PostgreSQL and MinIO"
+    assert len(first) == 5, "PostgreSQL: writer, reader, MLflow and superuser; MinIO: root"
     assert all(len(p) >= 24 and p.isalnum() for p in first), "generated passwords: long and URL-safe"
     assert not set(first) & set(second), "a generated password must be random, never a fixed default"
 
 
+GENERATED_ALWAYS = ("-oauth2-proxy",)  # the login cookies' signing key: nothing to bring
+
+
 def test_existing_secrets_render_no_secret(rendered: dict[str, Rendered], helm: Path) -> None:
-    assert not rendered["external"].of_kind("Secret")
+    external = {
+        s["metadata"]["name"].removeprefix(f"{RELEASE}-microsnoop") for s in rendered["external"].of_kind("Secret")
+    }
+    assert external == {"-oauth2-proxy", "-search-keys", "-search-client"}, "external services: no database/S3 secret"
     r = render(
         helm,
         "existing",
+        "-f",
+        str(VALUES_FILES["default"]),
         "--set",
         "postgresql.auth.existingSecret=pg-creds",
         "--set",
         "minio.auth.existingSecret=minio-creds",
+        "--set",
+        "minio.auth.serviceUsersSecret=minio-users",
+        "--set",
+        "search.auth.existingSecret=search-keys",
     )
-    assert not r.of_kind("Secret")
+    assert [s["metadata"]["name"] for s in r.of_kind("Secret")] == [f"{RELEASE}-microsnoop-oauth2-proxy"]
     refs = {
         env["valueFrom"]["secretKeyRef"]["name"]
         for _, _, c in containers(r)
         for env in c.get("env", [])
         if "valueFrom" in env
     }
-    assert refs == {"pg-creds", "minio-creds"}
+    assert refs == {"pg-creds", "minio-creds", "minio-users", "microsnoop-oidc", f"{RELEASE}-microsnoop-oauth2-proxy"}
+    volumes = [v["secret"]["secretName"] for _, spec in pods(r) for v in spec.get("volumes", []) if "secret" in v]
+    assert volumes == ["search-keys"]
 
 
 def test_network_policies_admit_only_platform_pods(rendered: dict[str, Rendered]) -> None:
@@ -187,7 +201,7 @@ def test_network_policies_admit_only_platform_pods(rendered: dict[str, Rendered]
     for component, port, client in [("postgresql", 5432, "postgresql-client"), ("minio", 9000, "s3-client")]:
         policy = r.named("NetworkPolicy", f"-{component}")["spec"]
         target = r.named("StatefulSet", f"-{component}")["spec"]["template"]["metadata"]["labels"]
-        assert policy["policyTypes"] == ["Ingress"]
+        assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == [], f"{component}: calls nobody"
         assert policy["podSelector"]["matchLabels"].items() <= target.items(), f"{component}: policy selects its pods"
         (rule,) = policy["ingress"]
         assert [p["port"] for p in rule["ports"]] == [port]
@@ -200,8 +214,8 @@ def test_network_policies_admit_only_platform_pods(rendered: dict[str, Rendered]
         pipeline = [p for p in peers if "namespaceSelector" in p]
         assert len(pipeline) == 1 and pipeline[0]["podSelector"]["matchLabels"], "pipeline pods: namespace AND labels"
     # every pod that holds database or S3 credentials is labelled as a client, and only those are
-    for w, _spec, c in containers(r):
-        names = {e["name"] for e in c.get("env", [])}
+    for w, spec in pods(r):
+        names = {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
         labels = w["spec"]["template"]["metadata"]["labels"]
         if w["metadata"]["name"].endswith(("-postgresql", "-minio")):
             continue
@@ -226,6 +240,9 @@ def test_external_services(rendered: dict[str, Rendered]) -> None:
     assert env["MICROSNOOP_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "microsnoop-db", "key": "password"}
     names = [e["name"] for e in search["env"]]
     assert names.index("MICROSNOOP_PG_PASSWORD") < names.index("MICROSNOOP_PG_DSN"), "$(VAR) expands only earlier vars"
+    assert "MICROSNOOP_S3_ACCESS_KEY" not in env, "the search API gets no S3 keys"
+    dashboard = r.named("Deployment", "-dashboard")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in dashboard["env"]}
     assert env["MICROSNOOP_S3_ENDPOINT"]["value"] == "s3.eu-west-1.amazonaws.com:443"
     assert env["MICROSNOOP_S3_SECURE"]["value"] == "true"
     assert env["MICROSNOOP_STORAGE_URI"]["value"].startswith("s3://microsnoop-prod/")

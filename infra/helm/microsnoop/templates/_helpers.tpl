@@ -127,6 +127,36 @@ PostgreSQL: bundled StatefulSet or an external server.
 {{- ternary .Values.postgresql.auth.username .Values.externalDatabase.user .Values.postgresql.enabled -}}
 {{- end -}}
 
+{{/*
+Least privilege: each service logs in as its own role. Call with (dict "context" $ "role" "writer|reader|mlflow").
+The bundled server has three roles (none a superuser); an external server gets externalDatabase.user for all.
+*/}}
+{{- define "microsnoop.postgresql.roleUser" -}}
+{{- $a := .context.Values.postgresql.auth -}}
+{{- if not .context.Values.postgresql.enabled -}}
+{{- .context.Values.externalDatabase.user -}}
+{{- else if eq .role "reader" -}}
+{{- $a.readerUsername -}}
+{{- else if eq .role "mlflow" -}}
+{{- $a.mlflowUsername -}}
+{{- else -}}
+{{- $a.username -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "microsnoop.postgresql.rolePasswordKey" -}}
+{{- $k := .context.Values.postgresql.auth.secretKeys -}}
+{{- if not .context.Values.postgresql.enabled -}}
+{{- .context.Values.externalDatabase.existingSecretPasswordKey -}}
+{{- else if eq .role "reader" -}}
+{{- $k.readerPasswordKey -}}
+{{- else if eq .role "mlflow" -}}
+{{- $k.mlflowPasswordKey -}}
+{{- else -}}
+{{- $k.passwordKey -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "microsnoop.postgresql.database" -}}
 {{- ternary .Values.postgresql.auth.database .Values.externalDatabase.database .Values.postgresql.enabled -}}
 {{- end -}}
@@ -160,7 +190,8 @@ before it), so no password is ever written into a manifest. Call with (dict "con
 */}}
 {{- define "microsnoop.postgresql.dsn" -}}
 {{- $ctx := .context -}}
-{{- printf "postgresql://%s:$(MICROSNOOP_PG_PASSWORD)@%s:%s/%s%s" (include "microsnoop.postgresql.user" $ctx) (include "microsnoop.postgresql.host" $ctx) (toString (include "microsnoop.postgresql.port" $ctx)) .database (include "microsnoop.postgresql.query" $ctx) -}}
+{{- $user := include "microsnoop.postgresql.roleUser" (dict "context" $ctx "role" (default "writer" .role)) -}}
+{{- printf "postgresql://%s:$(MICROSNOOP_PG_PASSWORD)@%s:%s/%s%s" $user (include "microsnoop.postgresql.host" $ctx) (toString (include "microsnoop.postgresql.port" $ctx)) .database (include "microsnoop.postgresql.query" $ctx) -}}
 {{- end -}}
 
 {{/*
@@ -198,6 +229,29 @@ S3: bundled MinIO or an external endpoint.
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret of the per-service S3 users (bundled MinIO); external S3 uses externalS3.existingSecret. */}}
+{{- define "microsnoop.s3.serviceUsersSecret" -}}
+{{- default (include "microsnoop.componentName" (dict "context" . "component" "minio-users")) .Values.minio.auth.serviceUsersSecret -}}
+{{- end -}}
+
+{{/* S3 credentials of one service as env: (dict "context" $ "service" "mlflow|dashboard" "prefix" "MICROSNOOP_S3_|AWS_") */}}
+{{- define "microsnoop.s3.serviceEnv" -}}
+{{- $ctx := .context -}}
+{{- $secret := ternary (include "microsnoop.s3.serviceUsersSecret" $ctx) (include "microsnoop.s3.secretName" $ctx) $ctx.Values.minio.enabled -}}
+{{- $akey := ternary (printf "%s-access-key" .service) (include "microsnoop.s3.accessKeyKey" $ctx) $ctx.Values.minio.enabled -}}
+{{- $skey := ternary (printf "%s-secret-key" .service) (include "microsnoop.s3.secretKeyKey" $ctx) $ctx.Values.minio.enabled -}}
+- name: {{ ternary "AWS_ACCESS_KEY_ID" "MICROSNOOP_S3_ACCESS_KEY" (eq .prefix "AWS_") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $akey }}
+- name: {{ ternary "AWS_SECRET_ACCESS_KEY" "MICROSNOOP_S3_SECRET_KEY" (eq .prefix "AWS_") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $skey }}
+{{- end -}}
+
 {{- define "microsnoop.s3.accessKeyKey" -}}
 {{- ternary .Values.minio.auth.secretKeys.rootUserKey .Values.externalS3.existingSecretAccessKeyKey .Values.minio.enabled -}}
 {{- end -}}
@@ -229,17 +283,20 @@ A generated secret value, kept across upgrades: the existing Secret's value when
 {{- end -}}
 
 {{/*
-Environment of every project-image container that talks to the platform (search API, dashboard,
-pipeline upload job): MICROSNOOP_* settings (services/settings.py), credentials from Secrets only.
+Environment of a project-image container that talks to the platform (search API, dashboard):
+MICROSNOOP_* settings (services/settings.py), credentials from Secrets only, least privilege.
+Call with (dict "context" $ "role" "reader" "s3" "dashboard"); "s3" "" gives no S3 keys at all.
 */}}
 {{- define "microsnoop.platformEnv" -}}
+{{- $ctx := .context -}}
 - name: MICROSNOOP_PG_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "microsnoop.postgresql.secretName" . }}
-      key: {{ include "microsnoop.postgresql.passwordKey" . }}
+      name: {{ include "microsnoop.postgresql.secretName" $ctx }}
+      key: {{ include "microsnoop.postgresql.rolePasswordKey" (dict "context" $ctx "role" .role) }}
 - name: MICROSNOOP_PG_DSN
-  value: {{ include "microsnoop.postgresql.dsn" (dict "context" . "database" (include "microsnoop.postgresql.database" .)) | quote }}
+  value: {{ include "microsnoop.postgresql.dsn" (dict "context" $ctx "role" .role "database" (include "microsnoop.postgresql.database" $ctx)) | quote }}
+{{- with $ctx }}
 - name: MICROSNOOP_MLFLOW_URI
   value: {{ include "microsnoop.mlflow.uri" . | quote }}
 - name: MICROSNOOP_MODEL_NAME
@@ -254,20 +311,77 @@ pipeline upload job): MICROSNOOP_* settings (services/settings.py), credentials 
 - name: MICROSNOOP_S3_REGION
   value: {{ . | quote }}
 {{- end }}
-- name: MICROSNOOP_S3_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "microsnoop.s3.secretName" . }}
-      key: {{ include "microsnoop.s3.accessKeyKey" . }}
-- name: MICROSNOOP_S3_SECRET_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "microsnoop.s3.secretName" . }}
-      key: {{ include "microsnoop.s3.secretKeyKey" . }}
+{{- end }}
+{{- if .s3 }}
+{{ include "microsnoop.s3.serviceEnv" (dict "context" $ctx "service" .s3 "prefix" "MICROSNOOP_S3_") }}
+{{- end }}
 - name: MICROSNOOP_IMAGE
-  value: {{ include "microsnoop.stepImage" . | quote }}
+  value: {{ include "microsnoop.stepImage" $ctx | quote }}
 - name: MICROSNOOP_DATA_DIR
   value: /data
+{{- end -}}
+
+{{/*
+The oauth2-proxy sidecar: OIDC login in front of a web UI on 127.0.0.1.
+Call with (dict "context" $ "upstream" "http://127.0.0.1:8501" "host" "dashboard.example.com").
+*/}}
+{{- define "microsnoop.oauth2Proxy" -}}
+{{- $ctx := .context -}}
+{{- $a := $ctx.Values.auth -}}
+- name: oauth2-proxy
+  image: {{ include "microsnoop.imageRef" (dict "image" $a.image "global" $ctx.Values.global) }}
+  imagePullPolicy: {{ $a.image.pullPolicy }}
+  securityContext:
+    {{- toYaml $ctx.Values.containerSecurityContext | nindent 4 }}
+  args:
+    - --http-address=0.0.0.0:4180
+    - --upstream={{ .upstream }}
+    - --provider=oidc
+    - --oidc-issuer-url={{ $a.oidc.issuerUrl }}
+    - --client-id={{ $a.oidc.clientId }}
+    {{- range $a.oidc.emailDomains }}
+    - --email-domain={{ . }}
+    {{- end }}
+    {{- range $a.oidc.allowedGroups }}
+    - --allowed-group={{ . }}
+    {{- end }}
+    {{- if .host }}
+    - --redirect-url=https://{{ .host }}/oauth2/callback
+    {{- end }}
+    - --cookie-secure=true
+    - --cookie-samesite=lax
+    - --reverse-proxy=true
+    - --skip-provider-button=true
+    - --silence-ping-logging=true
+  env:
+    - name: OAUTH2_PROXY_CLIENT_SECRET
+      valueFrom:
+        secretKeyRef:
+          name: {{ $a.oidc.existingSecret }}
+          key: {{ $a.oidc.clientSecretKey }}
+    - name: OAUTH2_PROXY_COOKIE_SECRET
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "microsnoop.componentName" (dict "context" $ctx "component" "oauth2-proxy") }}
+          key: cookie-secret
+  ports:
+    - name: login
+      containerPort: 4180
+      protocol: TCP
+  livenessProbe:
+    httpGet:
+      path: /ping
+      port: login
+    periodSeconds: 15
+    timeoutSeconds: 5
+  readinessProbe:
+    httpGet:
+      path: /ready
+      port: login
+    periodSeconds: 10
+    timeoutSeconds: 5
+  resources:
+    {{- toYaml $a.resources | nindent 4 }}
 {{- end -}}
 
 {{/* Writable scratch folders of project-image containers (the root filesystem is read-only). */}}
@@ -304,7 +418,105 @@ Fail early on values that cannot work, with the fix in the message.
 {{- fail "externalS3.existingSecret is required: create a Secret with the S3 access key and secret key (keys externalS3.existingSecretAccessKeyKey / existingSecretSecretKeyKey) and name it here" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.auth.enabled (or (not .Values.auth.oidc.issuerUrl) (not .Values.auth.oidc.clientId) (not .Values.auth.oidc.existingSecret)) -}}
+{{- fail "the dashboard and MLflow need a login: set auth.oidc.issuerUrl, auth.oidc.clientId and auth.oidc.existingSecret (your identity provider; see docs/security.md), or auth.enabled=false only behind your own authenticating proxy" -}}
+{{- end -}}
 {{- if and (not .Values.mlflow.enabled) (not .Values.externalMlflow.uri) -}}
 {{- fail "mlflow.enabled=false needs externalMlflow.uri (the tracking server URL), or set mlflow.enabled=true" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the search API's hashed keys file. */}}
+{{- define "microsnoop.search.keysSecret" -}}
+{{- default (include "microsnoop.componentName" (dict "context" . "component" "search-keys")) .Values.search.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+NetworkPolicy egress rules shared by the workloads. Each takes the root context.
+*/}}
+{{- define "microsnoop.np.dns" -}}
+- to:
+    {{- toYaml .Values.networkPolicy.dns | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{- define "microsnoop.np.postgresql" -}}
+{{- if .Values.postgresql.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "microsnoop.selectorLabels" (dict "context" . "component" "postgresql") | nindent 10 }}
+  ports:
+    - port: 5432
+      protocol: TCP
+{{- else }}
+- ports:  # an external server: its address is not known here, its port is
+    - port: {{ .Values.externalDatabase.port }}
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{- define "microsnoop.np.s3" -}}
+{{- if .Values.minio.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "microsnoop.selectorLabels" (dict "context" . "component" "minio") | nindent 10 }}
+  ports:
+    - port: 9000
+      protocol: TCP
+{{- else }}
+- ports:
+    - port: {{ (splitList ":" .Values.externalS3.endpoint) | last | default "443" | int }}
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{- define "microsnoop.np.mlflow" -}}
+{{- if .Values.mlflow.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "microsnoop.selectorLabels" (dict "context" . "component" "mlflow") | nindent 10 }}
+  ports:
+    - port: 5000
+      protocol: TCP
+{{- else }}
+- ports:
+    - port: 443
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{- define "microsnoop.np.oidc" -}}
+{{- if .Values.auth.enabled }}
+- to:
+    {{- toYaml .Values.networkPolicy.oidcEgress | nindent 4 }}
+  ports:
+    - port: 443
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/* A NetworkPolicy's metadata and pod selector: (dict "context" $ "component" "search") */}}
+{{- define "microsnoop.np.header" -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "microsnoop.componentName" (dict "context" .context "component" .component) }}
+  namespace: {{ .context.Release.Namespace | quote }}
+  labels:
+    {{- include "microsnoop.labels" (dict "context" .context "component" .component) | nindent 4 }}
+  {{- include "microsnoop.annotations" .context | nindent 2 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "microsnoop.selectorLabels" (dict "context" .context "component" .component) | nindent 6 }}
+  policyTypes:
+    - Ingress
+    - Egress
 {{- end -}}
