@@ -670,6 +670,13 @@ def benchmark(
         "benchmarks/results/suites"
     ),
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'.")] = "auto",
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="reference or default preprocessing for every encoder (omitted: each checkpoint's own); "
+            "bbbc021-profiles always reports both side by side."
+        ),
+    ] = None,
 ) -> None:
     """Score embeddings and baselines on a benchmark suite; writes JSON, markdown and plots."""
     import sys
@@ -685,7 +692,13 @@ def benchmark(
     if untrained:
         checkpoints["untrained"] = None
     config = SuiteConfig(
-        limit_per_class=limit_per_class, k=k, n_boot=n_boot, device=device, handcrafted=handcrafted, mlp=mlp
+        limit_per_class=limit_per_class,
+        k=k,
+        n_boot=n_boot,
+        device=device,
+        handcrafted=handcrafted,
+        mlp=mlp,
+        protocol=protocol,
     )
     result = registry[suite](data, checkpoints, config)
     paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))

@@ -116,10 +116,16 @@ def test_cell_cycle_suite_with_baselines_writes_a_report(demo_data: Path, tmp_pa
 @pytest.mark.slow
 def test_bbbc021_profiles_protocol(shared_data: Path) -> None:
     result = get_suite("bbbc021-profiles")(shared_data / "bbbc021_profiles", {}, SuiteConfig(n_boot=50))
-    raw, sph = result.scores["cellprofiler_raw"], result.scores["cellprofiler_sphered_global"]
+    raw, sph = result.scores["cellprofiler_raw"], result.scores["reference_protocol"]
     assert raw["n_treatments"] == 103
     assert sph["nsc"]["accuracy"] > raw["nsc"]["accuracy"] + 0.2  # sphering on DMSO is what makes MoA work
     assert sph["nsc"]["n"] == 103 and 0 < sph["nscb_week"]["n"] < 103
+    # The reference NSCB rule drops exactly the two named single-batch mechanisms (11 treatments).
+    assert sph["nscb_plate"]["dropped_moas"] == ["Cholesterol-lowering", "Kinase inhibitors"]
+    assert sph["nscb_plate"]["n"] == 92
+    # 6 DMSO wells per plate for 516 features: the default protocol's sphering is global, and says why.
+    assert result.scores["default_protocol"]["sphering"].startswith("auto -> global")
+    assert result.scores["sphered_per_plate"]["sphering"] == "batch (as asked)"
 
 
 def test_a_missing_data_folder_names_the_files_needed(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from microsnoop.config import EncoderConfig, PreprocessContract
 from microsnoop.errors import ConfigError
 from microsnoop.models.factory import load_named
 from microsnoop.models.unet import MicrosnoopEncoder
+from microsnoop.protocol import check_protocol, contract_for_protocol
 
 FIELD_MODES = ("cell-region", "rescale")
 
@@ -39,6 +40,7 @@ class SuiteConfig:
     field_mode: str = "cell-region"  # dsb2018-fields: cell-region (the paper's) or rescale (one pass per field, fast)
     untrained: EncoderConfig = field(default_factory=EncoderConfig)  # architecture of the untrained baseline
     untrained_preprocess: PreprocessContract = field(default_factory=PreprocessContract)  # and its contract
+    protocol: str | None = None  # None: each checkpoint's own contract; else "reference" or "default" for all
 
     def __post_init__(self) -> None:
         if self.limit_per_class is not None and self.limit_per_class <= 0:
@@ -49,6 +51,8 @@ class SuiteConfig:
             )
         if self.field_mode not in FIELD_MODES:
             raise ConfigError(f"field_mode must be one of {FIELD_MODES}, got {self.field_mode!r}")
+        if self.protocol is not None:
+            check_protocol(self.protocol)
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,19 @@ SuiteFn = Callable[[Path, Mapping[str, Path | None], SuiteConfig], SuiteResult]
 def load_encoders(
     checkpoints: Mapping[str, Path | None], config: SuiteConfig
 ) -> dict[str, tuple[MicrosnoopEncoder, str]]:
-    """Name -> (encoder, model id); ``None`` gives the seeded untrained network of ``config.untrained``."""
-    return {
-        name: load_named(path, seed=config.seed, config=config.untrained, preprocess=config.untrained_preprocess)
-        for name, path in checkpoints.items()
-    }
+    """Name -> (encoder, model id); ``None`` gives the seeded untrained network of ``config.untrained``.
+
+    With ``config.protocol`` set, every encoder's contract is switched to that protocol.
+    """
+    out = {}
+    for name, path in checkpoints.items():
+        encoder, model_id = load_named(
+            path, seed=config.seed, config=config.untrained, preprocess=config.untrained_preprocess
+        )
+        if config.protocol is not None:
+            encoder.preprocess = contract_for_protocol(encoder.preprocess, config.protocol)
+        out[name] = (encoder, model_id)
+    return out
 
 
 def sample_per_class(labels: pd.Series, limit: int | None, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""BBBC021 cells: embed real cells, sphere per plate on DMSO, well means, then dose retrieval mAP (copairs)."""
+"""BBBC021 cells: embed real cells, sphere on DMSO (scope auto), well means, then dose retrieval mAP (copairs)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def dose_scores(md: pd.DataFrame, feats: np.ndarray, config: SuiteConfig) -> Sco
     cells = pd.concat([md, pd.DataFrame(feats, columns=cols)], axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewControlsWarning)
-        sphered = apply_sphering(cells, fit_sphering(cells, SphereConfig(), cols))
+        fitted = fit_sphering(cells, SphereConfig(), cols)  # scope auto: per plate only with enough DMSO cells
+        sphered = apply_sphering(cells, fitted)
     wells = per_well(sphered)
     dose = retrieval_map(
         wells,
@@ -63,6 +64,7 @@ def dose_scores(md: pd.DataFrame, feats: np.ndarray, config: SuiteConfig) -> Sco
         "treated_vs_dmso_map": sep["mean_ap"],
         "treated_vs_dmso_map_ci95": list(sep["mean_ap_ci95"]),
         "n_wells": len(wells),
+        "sphering": fitted.scope_reason,
     }
 
 
@@ -105,4 +107,5 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: Mapping[str, Path | None], 
         data_hash=hash_array(images),
         models=versions,
         scores={name: dose_scores(md, feats, config) for name, feats in feature_sets.items()},
+        details={"protocol": config.protocol or "each checkpoint's own"},
     )

@@ -1,4 +1,11 @@
-"""BBBC021 profiles: the Microsnoop MoA protocol (NSC, NSCB, MoA mAP) on the CellProfiler well profiles."""
+"""BBBC021 profiles: the Microsnoop MoA protocol (NSC, NSCB, MoA mAP) on the CellProfiler well profiles.
+
+Scored under the reference protocol (one sphering fitted on every DMSO well, variance floor 1e-3, as the
+authors' code does) and the default protocol (sphering scope chosen by rule, variance floor 1e-12 for raw
+CellProfiler units) side by side, plus raw and per-batch sphered profiles. NSCB uses the reference rule
+(named single-batch MoAs out of queries and candidates, plates joined as a treatment's batch); the
+general rule is reported beside it as ``nscb_*_general`` (docs/method-fidelity.md).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from microsnoop.evaluate.classification import bootstrap_ci
-from microsnoop.evaluate.moa import MoAColumns, moa_accuracy, treatment_batch
+from microsnoop.evaluate.moa import BBBC021_SINGLE_BATCH_MOAS, MoAColumns, moa_accuracy, treatment_batch
 from microsnoop.evaluate.retrieval import retrieval_map
 from microsnoop.evaluate.suites.base import ScoreTree, SuiteConfig, SuiteResult, count_classes, hash_array
 from microsnoop.postprocess.aggregate import per_treatment
@@ -35,22 +42,35 @@ def hit_rate(hits: list[bool], config: SuiteConfig) -> ScoreTree:
 def moa_protocol(
     wells: pd.DataFrame, features: list[str], sphere: SphereConfig | None, config: SuiteConfig
 ) -> ScoreTree:
-    """Sphere wells on DMSO (optional), mean per treatment, then NSC and NSCB (week and plate batches)."""
+    """Sphere wells on DMSO (optional), mean per treatment, then NSC and NSCB (week and plate batches).
+
+    ``nscb_<batch>``: the reference rule on joined batches; ``nscb_<batch>_general``: the general rule on
+    each treatment's most common batch. ``sphering`` says which scope was fitted and why.
+    """
+    out: ScoreTree = {"sphering": "none"}
     if sphere is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FewControlsWarning)
-            wells = apply_sphering(wells, fit_sphering(wells, sphere, features))
+            fitted = fit_sphering(wells, sphere, features)
+            wells = apply_sphering(wells, fitted)
+        out["sphering"] = fitted.scope_reason
     treated = wells[wells.Metadata_Compound != "DMSO"]
     profiles = per_treatment(treated[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", *features]])
     keys = ["Metadata_Compound", "Metadata_Concentration"]
-    out: ScoreTree = {"n_treatments": len(profiles)}
+    out["n_treatments"] = len(profiles)
     for batch_name, column in (("week", "Metadata_Batch"), ("plate", "Metadata_Plate")):
-        batches = treatment_batch(treated, by=keys, batch=column)
-        table = profiles.merge(batches.rename("Metadata_TreatmentBatch").reset_index(), on=keys)
-        res = moa_accuracy(table, features, columns=MoAColumns(batch="Metadata_TreatmentBatch"))
-        if batch_name == "week":
-            out["nsc"] = hit_rate(res["nsc_hits"], config)
-        out[f"nscb_{batch_name}"] = {**hit_rate(res["nscb_hits"], config), "dropped_moas": res["nscb_dropped_moas"]}
+        for rule, how, exclude in (("", "joined", BBBC021_SINGLE_BATCH_MOAS), ("_general", "majority", None)):
+            batches = treatment_batch(treated, by=keys, batch=column, how=how)
+            table = profiles.merge(batches.rename("Metadata_TreatmentBatch").reset_index(), on=keys)
+            res = moa_accuracy(
+                table, features, columns=MoAColumns(batch="Metadata_TreatmentBatch"), exclude_moas=exclude
+            )
+            if batch_name == "week" and not rule:
+                out["nsc"] = hit_rate(res["nsc_hits"], config)
+            out[f"nscb_{batch_name}{rule}"] = {
+                **hit_rate(res["nscb_hits"], config),
+                "dropped_moas": res["nscb_dropped_moas"],
+            }
     moa_map = retrieval_map(
         profiles,
         features,
@@ -69,7 +89,8 @@ def moa_protocol(
 def bbbc021_profiles_suite(data_dir: Path, checkpoints: Mapping[str, Path | None], config: SuiteConfig) -> SuiteResult:
     """The Microsnoop/BBBC021 protocol with the provided CellProfiler well profiles standing in for embeddings.
 
-    ``checkpoints`` is unused: the features are CellProfiler's, raw and sphered three ways.
+    ``checkpoints`` and ``config.protocol`` are unused: the features are CellProfiler's, scored under both
+    protocols, raw, and sphered per week and per plate.
     """
     if not (data_dir / PROFILES).is_file():
         raise FileNotFoundError(f"{data_dir}: the bbbc021-profiles suite needs {PROFILES}")
@@ -77,20 +98,27 @@ def bbbc021_profiles_suite(data_dir: Path, checkpoints: Mapping[str, Path | None
     features = feature_columns(wells)
     floor = 1e-12  # raw CellProfiler units: variances down to 1e-8 (see docs/sphering.md)
     variants = {
+        "reference_protocol": SphereConfig(scope="global", batch_column=None, variance_floor=1e-3),
+        "default_protocol": SphereConfig(scope="auto", batch_column="Metadata_Plate", variance_floor=floor),
         "cellprofiler_raw": None,
-        "cellprofiler_sphered_per_week": SphereConfig(batch_column="Metadata_Batch", variance_floor=floor),
-        "cellprofiler_sphered_per_plate": SphereConfig(
-            batch_column="Metadata_Plate", variance_floor=floor, missing_controls="global"
+        "sphered_per_week": SphereConfig(batch_column="Metadata_Batch", scope="batch", variance_floor=floor),
+        "sphered_per_plate": SphereConfig(
+            batch_column="Metadata_Plate", scope="batch", variance_floor=floor, missing_controls="global"
         ),
-        "cellprofiler_sphered_global": SphereConfig(scope="global", batch_column=None, variance_floor=floor),
     }
     scores = {name: moa_protocol(wells, features, sph, config) for name, sph in variants.items()}
+    source = "CellProfiler (Ljosa 2013)"
+    models = {
+        name: f"{source}; sphering: {scores[name]['sphering']}"
+        + (f", variance floor {sph.variance_floor:g}" if sph is not None else "")
+        for name, sph in variants.items()
+    }
     return SuiteResult(
         suite="bbbc021-profiles",
         n=len(wells),
         classes=count_classes(wells["Metadata_MoA"]),
         data_hash=hash_array(wells[features].to_numpy()),
-        models={k: "CellProfiler (Ljosa 2013)" for k in variants},
+        models=models,
         scores=scores,
-        details={"n_features": len(features)},
+        details={"n_features": len(features), "nscb_rule": "reference (general rule as nscb_*_general)"},
     )

@@ -75,6 +75,7 @@ def cell_cycle_suite(data_dir: Path, checkpoints: Mapping[str, Path | None], con
         data_hash=hash_array(images),
         models=versions,
         scores=scores,
+        details={"protocol": config.protocol or "each checkpoint's own"},
         embeddings=feature_sets,
         labels=labels7,
     )

@@ -16,6 +16,7 @@ from microsnoop.evaluate.handcrafted import field_features
 from microsnoop.evaluate.suites.base import SuiteConfig, SuiteResult, count_classes, load_encoders, sample_per_class
 from microsnoop.io.images import read_image, read_raw
 from microsnoop.profile import ProfileConfig, profile_images
+from microsnoop.protocol import protocol_defaults
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,22 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: Mapping[str, Path | None],
     labels = man["heuristic_modality"].to_numpy()
     runtime = init_runtime(device=config.device, amp=config.amp)
     feature_sets, versions = {}, {}
-    profile = ProfileConfig(mode=config.field_mode, rc=1.0, batch_size=config.batch_size)
     for name, (encoder, version) in load_encoders(checkpoints, config).items():
+        implied = protocol_defaults(encoder.preprocess.protocol)  # reference: top/left border cells skipped
+        profile = ProfileConfig(
+            mode=config.field_mode,
+            rc=1.0,
+            batch_size=config.batch_size,
+            skip_border=implied.skip_border,
+            border_rule=implied.border_rule,
+        )
         profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)
-        if any(p.embedding is None for p in profs):
+        if any(p.embedding is None for p in profs) and implied.empty != "zero":
             raise ValueError(f"{data_dir}: a field has no labelled cells; every suite field needs a ground-truth mask")
-        feature_sets[name] = np.stack([p.embedding for p in profs])  # type: ignore[misc]
+        dim = encoder.config.embedding_dim * fields[0].shape[0]
+        feature_sets[name] = np.stack(
+            [np.zeros(dim, np.float32) if p.embedding is None else p.embedding for p in profs]
+        )
         versions[name] = version
     if config.handcrafted:
         log.info("cp-measure features for %d fields (mean over ground-truth cells)", len(fields))
@@ -60,6 +71,7 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: Mapping[str, Path | None],
         scores=scores,
         details={
             "field_mode": config.field_mode,
+            "protocol": config.protocol or "each checkpoint's own",
             "labels_note": "heuristic_modality is derived from pixel statistics, not ground truth",
         },
         embeddings=feature_sets,
