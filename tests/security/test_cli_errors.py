@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,3 +189,43 @@ def test_a_float_mask_in_a_table_is_skipped_with_its_reason(
     assert code == 0
     assert "fractional" in pd.read_parquet(out / "skipped.parquet")["reason"].iloc[0]
     assert os.path.exists(out / "run.json") and json.loads((out / "run.json").read_text())["inputs_sha256"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--level", "organelle"], "unknown level"),
+        (["--level", "treatment"], "no treatment embeddings"),
+        (["--level", "image", "--entity-id", "nope"], "nope"),
+        (["--level", "image", "--model-version", "v-none"], "v-none"),
+        (["--level", "image", "--exclude-same", "password"], "exclude_same"),
+    ],
+)
+def test_every_search_error_is_one_line(
+    pg_settings: Any,
+    pg_dsn: str,
+    args: list[str],
+    fragment: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services.featurestore import FeatureStore
+
+    table = pd.DataFrame(np.eye(3, dtype=np.float32), columns=["ch0_000", "ch0_001", "ch0_002"])
+    table.insert(0, "Metadata_ImageID", ["a", "b", "c"])
+    with FeatureStore(pg_dsn) as store:
+        store.publish("image", table, model_version="cli-v1")
+    code, err = run_main(["search", "--data-dir", str(pg_settings.data_dir), *args], monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+
+
+def test_search_with_k_zero_or_a_dead_database_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(["search", "-k", "0"], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err and "-k" in err
+    monkeypatch.setenv("MICROSNOOP_PG_DSN", f"host={tmp_path} port=5432 dbname=x user=x connect_timeout=2")
+    code, err = run_main(["search"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
