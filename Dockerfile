@@ -57,6 +57,7 @@ COPY services ./services
 COPY components ./components
 COPY pipelines ./pipelines
 COPY dashboard ./dashboard
+COPY microsnoop_platform ./microsnoop_platform
 # The compiled pipeline YAML goes into the installed package (pipelines/compiled/ beside pipelines/runner.py,
 # where `microsnoop pipeline submit` looks); `python -P` so /src/pipelines does not shadow the installed one.
 RUN pip install -c requirements.lock ".[platform]" \

@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PLATFORM_DIR ?= runs/platform
-LINT_PATHS := microsnoop services components pipelines dashboard tests benchmarks scripts
+LINT_PATHS := microsnoop services components pipelines dashboard microsnoop_platform tests benchmarks scripts
 HELM := .tools/bin/helm
 
-.PHONY: demo demo-core test lint bench venv clean
+.PHONY: demo demo-core test unit lint bench venv clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ demo-core: $(STAMP)
 	$(VENV)/bin/microsnoop demo --out $(DEMO_OUT)
 
 test: lint $(HELM)
-	$(PY) -m pytest -m "not gpu" --timeout=900 --durations=15
+	$(PY) -m pytest -m "not gpu" --durations=15 --doctest-modules tests microsnoop services
+
+# The inner loop (under a minute on 2 cores): unit tests on tiny networks in fp32, and the core's doctests.
+unit: $(STAMP)
+	$(PY) -m pytest -m "not slow and not integration and not gpu" -q --durations=10 --doctest-modules tests/unit microsnoop
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
@@ -56,4 +60,4 @@ $(CHROMIUM):
 	  || echo "could not install Debian chromium: the browser test will skip and say why"
 
 e2e: $(STAMP) $(CHROMIUM)
-	MICROSNOOP_E2E=1 $(PY) -m pytest tests/integration/test_dashboard.py --timeout=900 --durations=15
+	MICROSNOOP_E2E=1 $(PY) -m pytest tests/integration/test_dashboard.py --durations=15

@@ -199,7 +199,7 @@ def test_profiling_runs_locally_and_republishing_keeps_row_counts(
 def test_end_to_end_registers_a_champion_and_publishes_with_its_version(
     tmp_path: Path, platform_settings: PlatformSettings
 ) -> None:
-    from services.demo import demo_arguments
+    from microsnoop_platform.demo import demo_arguments
     from services.featurestore import FeatureStore
     from services.registry import list_versions
 

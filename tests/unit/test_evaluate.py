@@ -127,7 +127,7 @@ def test_mean_ci95_matches_a_direct_bootstrap() -> None:
         mean_ci95(np.array([]))
 
 
-@pytest.mark.parametrize("n", [1, 3, 12])
+@pytest.mark.parametrize("n", [1, 3, pytest.param(12, marks=pytest.mark.slow)])  # 12 points: UMAP, a numba JIT
 def test_plot_map_handles_a_handful_of_points(n: int, tmp_path: Path) -> None:
     from microsnoop.evaluate.report import plot_map
 

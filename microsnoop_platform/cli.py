@@ -156,7 +156,7 @@ def platform_demo(
     images_per_epoch: Annotated[int, typer.Option(help="Images per demo epoch.")] = 32,
 ) -> None:
     """Start the services, run end_to_end locally on the demo data, publish, print scores and a similarity query."""
-    from services.demo import run_platform_demo
+    from microsnoop_platform.demo import run_platform_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings().with_data_dir(data_dir)
