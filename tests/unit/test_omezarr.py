@@ -150,3 +150,22 @@ def test_cli_reports_a_missing_level_in_one_line(plate: Path, tmp_path: Path) ->
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "resolution level 3 does not exist" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("mode", ["single-cell", "rescale", "tile"])
+def test_every_embed_mode_reads_plate_fields(plate: Path, tmp_path: Path, mode: str) -> None:
+    torch.manual_seed(0)
+    result = run_embedding(
+        source_from_folder(plate, level=0),
+        tmp_path / mode,
+        MicrosnoopEncoder(EncoderConfig(depths=(8, 16, 32))).eval(),
+        PreprocessContract(input_size=64),
+        init_runtime(device="cpu", amp="off", channels_last=False),
+        model_id="tiny",
+        profile=ProfileConfig(mode=mode),
+        stream=StreamConfig(chunk_images=6),
+        progress=False,
+    )
+    df, _ = read_embeddings(result.embeddings)
+    assert result.n_images == 6 and df.filter(regex=r"^ch1_").shape[1] == 32
+    assert list(df["Metadata_Site"]) == [0, 1] * 3 and set(df["Metadata_Plate"]) == {"P1"}
