@@ -145,3 +145,17 @@ def joint_table(meta: pd.DataFrame, joint: np.ndarray) -> pd.DataFrame:
     """An embeddings-style table: the metadata columns and ``joint_{k:03d}`` features."""
     features = pd.DataFrame(joint, columns=[f"joint_{k:03d}" for k in range(joint.shape[1])])
     return pd.concat([meta.reset_index(drop=True), features], axis=1)
+
+
+def joint_from_embeddings(
+    table: pd.DataFrame, config: JointConfig | None = None, names: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The joint table of one embeddings table whose channel blocks are the modalities (one call for a pipeline step).
+
+    Modality names default to ``Metadata_Channels`` (OME-Zarr channel labels) when every row has the same.
+    """
+    if names is None and "Metadata_Channels" in table.columns and table["Metadata_Channels"].nunique() == 1:
+        names = str(table["Metadata_Channels"].iloc[0]).split("|")
+    blocks = channel_blocks(table, names)
+    meta = table[[c for c in table.columns if str(c).startswith("Metadata_")]]
+    return joint_table(meta, JointEmbedding(config).fit_transform(blocks))

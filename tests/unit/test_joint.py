@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 from microsnoop.cli import app
 from microsnoop.errors import ConfigError, ManifestError
 from microsnoop.evaluate.clustering import cluster_scores, evaluate_joint, joint_markdown
-from microsnoop.postprocess.joint import JointConfig, JointEmbedding, blocks_from_tables, channel_blocks
+from microsnoop.postprocess.joint import (
+    JointConfig,
+    JointEmbedding,
+    blocks_from_tables,
+    channel_blocks,
+    joint_from_embeddings,
+)
 
 
 def _two_views(n_per: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -92,3 +98,14 @@ def test_cli_joint_writes_the_table_and_the_comparison(tmp_path: Path) -> None:
     assert (tmp_path / "joint.json").is_file()
     bad = CliRunner().invoke(app, [*args, "--label", "Metadata_Nope"])
     assert bad.exit_code == 2 and "no column 'Metadata_Nope'" in bad.output
+
+
+def test_joint_from_an_omezarr_style_table_names_modalities_by_channel() -> None:
+    blocks, y = _two_views(n_per=10)
+    table = pd.DataFrame({"Metadata_ImageID": [f"c{i}" for i in range(len(y))], "Metadata_Channels": "DAPI|Actin"})
+    for c, x in enumerate(blocks.values()):
+        table = pd.concat([table, pd.DataFrame(x, columns=[f"ch{c}_{k:03d}" for k in range(x.shape[1])])], axis=1)
+    out = joint_from_embeddings(table, JointConfig(n_components=2))
+    assert out.shape == (40, 2 + 4) and out["Metadata_ImageID"].tolist() == table["Metadata_ImageID"].tolist()
+    expected = JointEmbedding(JointConfig(n_components=2)).fit_transform(channel_blocks(table, ["DAPI", "Actin"]))
+    np.testing.assert_allclose(out.filter(like="joint_").to_numpy(), expected)
