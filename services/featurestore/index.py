@@ -124,17 +124,14 @@ def query_distance(dim: int) -> sql.Composable:
     return sql.SQL("{e} <=> %s::halfvec({d})").format(e=vector_expr(dim), d=sql.Literal(int(dim)))
 
 
-def set_search(
-    cur: psycopg2.extensions.cursor, info: IndexInfo, k: int, ef_search: int | None, config: IndexConfig
-) -> None:
-    """Set the breadth and iterative scan of one query for the partition's index kind (transaction-local)."""
+def search_settings(info: IndexInfo, k: int, ef_search: int | None, config: IndexConfig) -> sql.Composable:
+    """The statement setting one query's breadth and iterative scan for the index kind (transaction-local)."""
     if info.kind == "ivfflat":
         name, breadth, value = "ivfflat", "probes", config.probes(info.lists, ef_search)
     else:
         name, breadth, value = "hnsw", "ef_search", config.search_breadth(k, ef_search)
-    cur.execute(  # one round trip: a search is a handful of milliseconds
-        f"SELECT set_config('{name}.{breadth}', %s, true), set_config('{name}.iterative_scan', 'relaxed_order', true)",
-        (str(value),),
+    return sql.SQL("SELECT set_config({b}, {v}, true), set_config({s}, 'relaxed_order', true)").format(
+        b=sql.Literal(f"{name}.{breadth}"), v=sql.Literal(str(value)), s=sql.Literal(f"{name}.iterative_scan")
     )
 
 

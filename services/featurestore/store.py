@@ -38,13 +38,14 @@ from services.featurestore import schema
 from services.featurestore.binary_copy import encode_copy
 from services.featurestore.index import (
     IndexConfig,
+    IndexInfo,
     build_index,
     drop_index,
     ensure_partition,
     index_info,
     migrate_unpartitioned,
     query_distance,
-    set_search,
+    search_settings,
 )
 from services.featurestore.schema import FILTER_KEYS, SCALARS, StoreError, check_level, table_name
 from services.settings import PlatformSettings
@@ -278,6 +279,20 @@ class FeatureStore:
         inserted, total = cur.fetchone()  # type: ignore[misc]
         return int(inserted), int(total)
 
+    def _plan(self, cur: psycopg2.extensions.cursor, level: str, model_version: str) -> tuple[int, IndexInfo]:
+        """The model version's dimension and its partition's index, in one query."""
+        cur.execute(
+            f"SELECT m.dim, a.amname, c.reloptions FROM {schema.CATALOG} m "
+            "LEFT JOIN pg_class c ON c.oid = to_regclass(%s) LEFT JOIN pg_am a ON a.oid = c.relam "
+            "WHERE m.level = %s AND m.model_version = %s",
+            (schema.index_name(level, model_version), level, model_version),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return self._dim(cur, level, model_version), IndexInfo("")  # raises NotFoundError
+        options = dict(o.split("=", 1) for o in (row[2] or []))
+        return int(row[0]), IndexInfo(str(row[1] or ""), int(options.get("lists", 0)))
+
     def _dim(self, cur: psycopg2.extensions.cursor, level: str, model_version: str) -> int:
         cur.execute(f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version))
         row = cur.fetchone()
@@ -336,7 +351,7 @@ class FeatureStore:
             raise StoreError("exclude_same needs a query entity_id (a bare vector has no metadata to compare)")
         clauses, params = self._where(filters)
         with self._transaction() as cur:
-            dim = self._dim(cur, level, model_version)
+            dim, info = self._plan(cur, level, model_version)
             if entity_id is not None:
                 query = self._lookup(cur, level, model_version, entity_id)
                 vector = query["embedding"].to_numpy()
@@ -350,18 +365,17 @@ class FeatureStore:
             if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
                 raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")
             if exact:
-                order = sql.SQL("embedding <=> %s::vector")
+                order, settings = sql.SQL("embedding <=> %s::vector"), sql.SQL("SELECT 1")
             else:
-                order = query_distance(dim)
-                set_search(cur, index_info(cur, level, model_version), k, ef_search, self.index)
+                order, settings = query_distance(dim), search_settings(info, k, ef_search, self.index)
             where = sql.SQL(" AND ").join([sql.SQL("model_version = {}").format(sql.Literal(model_version)), *clauses])
             cols = sql.SQL(", ").join(map(sql.Identifier, META_COLUMNS))
             part = sql.Identifier(schema.partition_name(level, model_version))
-            cur.execute(
+            cur.execute(  # settings and query in one round trip (the last statement's rows are fetched)
                 sql.SQL(
-                    "WITH r AS MATERIALIZED (SELECT {cols}, embedding <=> %s::vector AS distance FROM {t} "
+                    "{settings}; WITH r AS MATERIALIZED (SELECT {cols}, embedding <=> %s::vector AS distance FROM {t} "
                     "WHERE {where} ORDER BY {order} LIMIT %s) SELECT * FROM r ORDER BY distance, entity_id"
-                ).format(cols=cols, order=order, t=part, where=where),
+                ).format(settings=settings, cols=cols, order=order, t=part, where=where),
                 [q, *params, q, int(k)],
             )
             names = [d[0] for d in cur.description]
