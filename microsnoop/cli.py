@@ -10,8 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from microsnoop.config import AugmentConfig, EncoderConfig, MaskConfig, PreprocessContract, PretrainConfig
+from microsnoop.config import (
+    AugmentConfig,
+    EncoderConfig,
+    MaskConfig,
+    PreprocessContract,
+    PretrainConfig,
+    check_amp,
+)
 from microsnoop.errors import MicrosnoopError
+
+AMP_HELP = (
+    "Autocast: auto (bf16 on CPUs with native bf16, i.e. AMX or AVX512-BF16, and on bf16 GPUs; fp16 on older GPUs; "
+    "fp32 elsewhere, e.g. AVX2-only CPUs), bf16, fp16 or off (fp32). Pipeline steps read MICROSNOOP_AMP."
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,7 +106,29 @@ def pretrain(
     mask_ratio: Annotated[float, typer.Option(help="Fraction of 16x16 patches zeroed (paper: 0.25).")] = 0.25,
     patch_size: Annotated[int, typer.Option(help="Side of the masked square patches in pixels.")] = 16,
     depths: Annotated[str, typer.Option(help="Comma-separated widths of the U-Net levels.")] = "32,64,128,256",
-    input_size: Annotated[int, typer.Option(help="Side of the square training crops (paper: 224).")] = 224,
+    input_size: Annotated[
+        int, typer.Option(help="Embedding canvas of the fixed-canvas contract and default crop side (paper: 224).")
+    ] = 224,
+    crop_size: Annotated[
+        int | None,
+        typer.Option(help="Side of the square training crops (multiple of 16; default: --input-size, as the paper)."),
+    ] = None,
+    canvas: Annotated[
+        str,
+        typer.Option(help="Embedding canvas stored with the weights: crop (crop side, to a multiple of 8) or fixed."),
+    ] = "crop",
+    pooling: Annotated[
+        str, typer.Option(help="Embedding pool stored with the weights: valid (the crop's footprint) or all.")
+    ] = "valid",
+    decoder_variant: Annotated[
+        str,
+        typer.Option(help="reference (style added before BatchNorm, momentum 0.1, as published) or cellpose3."),
+    ] = "reference",
+    probe: Annotated[
+        Path | None,
+        typer.Option(help="Probe set (.npz from scripts/make_probe_set.py): kNN accuracy logged to probe.jsonl."),
+    ] = None,
+    probe_every: Annotated[int, typer.Option(help="Epochs between probe evaluations.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of weights, sampling, crops and masks.")] = 0,
     protocol: Annotated[
         str,
@@ -104,9 +138,7 @@ def pretrain(
         ),
     ] = "default",
     device: Annotated[str, typer.Option(help="'auto' (CUDA if present, else CPU), 'cpu' or 'cuda[:N]'.")] = "auto",
-    amp: Annotated[
-        str, typer.Option(help="Autocast: auto (bf16 on CPU/modern GPUs, fp16 on old GPUs), bf16, fp16 or off.")
-    ] = "auto",
+    amp: Annotated[str, typer.Option(help=AMP_HELP)] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: in the main process).")] = 0,
     max_epochs: Annotated[
@@ -124,6 +156,7 @@ def pretrain(
     verbose: Verbose = False,
 ) -> None:
     """Masked self-supervised pretraining (multi-GPU: 'torchrun --nproc-per-node N -m microsnoop pretrain ...')."""
+    from microsnoop.pretrain.train import ProbeConfig
     from microsnoop.pretrain.train import pretrain as run_pretrain
     from microsnoop.protocol import contract_for_protocol
 
@@ -140,10 +173,16 @@ def pretrain(
         channels_last=channels_last,
         num_workers=num_workers,
         max_epochs_this_run=max_epochs,
-        encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(","))),
+        crop_size=crop_size,
+        encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(",")), decoder_variant=decoder_variant),
         mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio),
         augment=AugmentConfig(),
-        preprocess=contract_for_protocol(PreprocessContract(input_size=input_size), protocol),
+        preprocess=contract_for_protocol(
+            PreprocessContract(input_size=input_size, canvas=canvas, pooling=pooling)
+            if protocol == "default"
+            else PreprocessContract(input_size=input_size),
+            protocol,
+        ),
     )
     result = run_pretrain(
         pool,
@@ -153,6 +192,7 @@ def pretrain(
         resume=resume,
         time_budget_s=time_budget_min * 60 if time_budget_min else None,
         progress=progress,
+        probe=ProbeConfig(probe, every=probe_every) if probe is not None else None,
     )
     typer.echo(f"epochs done: {result.epochs_done}/{nepoch}; encoder: {result.encoder_checkpoint}")
 
@@ -309,7 +349,7 @@ def embed(
         bool, typer.Option(help="RGB image files (histology, colour) become one gray channel, as in pretraining.")
     ] = False,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda[:N]'; torchrun for several GPUs.")] = "auto",
-    amp: Annotated[str, typer.Option(help="Autocast: auto, bf16, fp16 or off.")] = "auto",
+    amp: Annotated[str, typer.Option(help=AMP_HELP)] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     verbose: Verbose = False,
 ) -> None:
@@ -677,6 +717,13 @@ def benchmark(
             "bbbc021-profiles always reports both side by side."
         ),
     ] = None,
+    canvas: Annotated[
+        str | None, typer.Option(help="fixed or crop canvas for every encoder (omitted: each checkpoint's own).")
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option(help="all or valid pooling for every encoder (omitted: each checkpoint's own).")
+    ] = None,
+    amp: Annotated[str, typer.Option(help=AMP_HELP)] = "auto",
 ) -> None:
     """Score embeddings and baselines on a benchmark suite; writes JSON, markdown and plots."""
     import sys
@@ -699,6 +746,9 @@ def benchmark(
         handcrafted=handcrafted,
         mlp=mlp,
         protocol=protocol,
+        canvas=canvas,
+        pooling=pooling,
+        amp=check_amp(amp),
     )
     result = registry[suite](data, checkpoints, config)
     paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))
@@ -727,7 +777,7 @@ def demo(
         str, typer.Option(help="Comma-separated U-Net widths of the demo's network (e.g. 8,16,32 for a quick run).")
     ] = "32,64,128,256",
     input_size: Annotated[int, typer.Option(help="Side of the training crops and embedded cells.")] = 224,
-    amp: Annotated[str, typer.Option(help="Autocast for training and embedding: auto, bf16, fp16 or off.")] = "auto",
+    amp: Annotated[str, typer.Option(help=AMP_HELP)] = "auto",
 ) -> None:
     """Library-only demo (make demo-core): curate, pretrain briefly, reconstruct, embed, kNN vs untrained."""
     from microsnoop.demo import DemoConfig, run_demo

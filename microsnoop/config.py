@@ -29,8 +29,14 @@ class EncoderConfig:
     in_channels: int = 1
     out_channels: int = 1
     kernel_size: int = 3
+    # "cellpose3": style added after BatchNorm, BN momentum 0.05 (checkpoints written before this field);
+    # "reference": style added before BatchNorm, BN momentum 0.1 (the published network). The encoder's
+    # weights and embeddings do not depend on it; only the decoder's forward pass and training do.
+    decoder_variant: str = "cellpose3"
 
     def __post_init__(self) -> None:
+        if self.decoder_variant not in DECODER_VARIANTS:
+            raise ConfigError(f"decoder_variant must be one of {DECODER_VARIANTS}, got {self.decoder_variant!r}")
         if len(self.depths) < 2 or any(d <= 0 for d in self.depths):
             raise ConfigError(f"depths must list >= 2 positive widths, got {self.depths}")
         if self.kernel_size % 2 != 1:
@@ -46,6 +52,25 @@ class EncoderConfig:
         return {**dataclasses.asdict(self), "depths": list(self.depths)}
 
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def check_amp(amp: str) -> str:
+    """Return ``amp`` when it is a known autocast choice, else raise a one-line error naming the choices.
+
+    >>> check_amp("auto")
+    'auto'
+    """
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
+    return amp
+
+
+CANVASES = ("fixed", "crop")
+POOLINGS = ("all", "valid")
+DECODER_VARIANTS = ("cellpose3", "reference")
+
+
 @dataclass(frozen=True)
 class PreprocessContract:
     """How pixels must be prepared before the encoder sees them; stored with the weights."""
@@ -57,8 +82,18 @@ class PreprocessContract:
     clip: bool = False
     embedding_norm: str = "l2"
     protocol: str = "default"  # "reference": the published preprocessing end to end (docs/method-fidelity.md)
+    # Content-aware embedding (docs/method-fidelity.md). The defaults reproduce checkpoints written before
+    # these fields existed: every crop zero-padded to input_size, global average pool over the whole canvas.
+    canvas: str = "fixed"  # "fixed": pad to input_size; "crop": canvas = crop side rounded up to a multiple of 8
+    pooling: str = "all"  # "all": average every position; "valid": only the positions the crop covers
 
     def __post_init__(self) -> None:
+        if self.canvas not in CANVASES:
+            raise ConfigError(f"canvas must be one of {CANVASES}, got {self.canvas!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.protocol == "reference" and (self.canvas, self.pooling) != ("fixed", "all"):
+            raise ConfigError("protocol 'reference' pads to input_size and pools everything: canvas=fixed, pooling=all")
         if self.protocol not in ("default", "reference"):
             raise ConfigError(f"protocol must be 'default' or 'reference', got {self.protocol!r}")
         if self.protocol == "reference" and self.normalize_before_pad:
@@ -121,6 +156,7 @@ class PretrainConfig:
     num_workers: int = 0
     checkpoint_every: int = 1
     max_epochs_this_run: int | None = None
+    crop_size: int | None = None  # training crop side; None: preprocess.input_size (paper: 224)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     preprocess: PreprocessContract = field(default_factory=PreprocessContract)
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -131,8 +167,14 @@ class PretrainConfig:
             raise ConfigError("nepoch, images_per_epoch and batch_size must be positive")
         if not 0 <= self.warmup_epochs < self.nepoch:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) must be in [0, nepoch={self.nepoch})")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ConfigError(f"amp must be auto, bf16, fp16 or off; got {self.amp!r}")
+        if self.crop_size is not None and (self.crop_size < 16 or self.crop_size % 16):
+            raise ConfigError(f"crop_size must be a multiple of 16 and >= 16, got {self.crop_size}")
+        check_amp(self.amp)
+
+    @property
+    def train_crop(self) -> int:
+        """Side of the square training crops."""
+        return self.crop_size or self.preprocess.input_size
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (nested configs included) for checkpoints and logs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,7 +11,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from microsnoop.config import check_amp
 from microsnoop.errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,39 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def pick_amp(device: torch.device, amp: str) -> torch.dtype | None:
-    """Autocast dtype: bf16 on CPU and on GPUs that support it, fp16 on older GPUs, None when off."""
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU runs natively, as torch reports it (``torch.cpu``)."""
+
+    capability: str
+    amx: bool
+    avx512_bf16: bool
+
+    @property
+    def native_bf16(self) -> bool:
+        """True when the CPU runs bf16 matmuls natively (AMX tiles or AVX512-BF16 dot products)."""
+        return self.amx or self.avx512_bf16
+
+    def describe(self) -> str:
+        """One-line description, e.g. ``AVX512 (AMX: no, AVX512-BF16: yes)``."""
+        yes = {True: "yes", False: "no"}
+        return f"{self.capability} (AMX: {yes[self.amx]}, AVX512-BF16: {yes[self.avx512_bf16]})"
+
+
+def cpu_features() -> CpuFeatures:
+    """Read the CPU's vector capability and bf16 support from torch."""
+    return CpuFeatures(
+        capability=str(torch.backends.cpu.get_cpu_capability()),
+        amx=bool(torch.cpu._is_amx_tile_supported()),
+        avx512_bf16=bool(torch.cpu._is_avx512_bf16_supported()),
+    )
+
+
+def pick_amp(device: torch.device, amp: str, *, cpu: CpuFeatures | None = None) -> torch.dtype | None:
+    """Autocast dtype for ``amp``: ``auto`` is bf16 on bf16 GPUs, fp16 on older GPUs, bf16 on CPUs with native
+    bf16 (AMX or AVX512-BF16), else fp32 (on AVX2-only CPUs bf16 is emulated and ~8x slower than fp32).
+    """
+    check_amp(amp)
     if amp == "off":
         return None
     if amp == "fp16":
@@ -62,11 +97,36 @@ def pick_amp(device: torch.device, amp: str) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if (cpu or cpu_features()).native_bf16 else None
+
+
+def describe_precision(runtime: Runtime) -> str:
+    """Human-readable precision choice, e.g. ``fp32 on cpu AVX2 (AMX: no, AVX512-BF16: no)``."""
+    dtype = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[runtime.amp_dtype]
+    where = f"cpu {cpu_features().describe()}" if runtime.device.type == "cpu" else str(runtime.device)
+    layout = " + channels-last" if runtime.channels_last else ""
+    return f"{dtype}{layout} on {where}"
+
+
+def precision_record(runtime: Runtime) -> dict[str, str]:
+    """What to store in run metadata and benchmark results about the precision choice."""
+    feats = cpu_features()
+    return {
+        "device": str(runtime.device),
+        "amp_dtype": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[runtime.amp_dtype],
+        "channels_last": str(runtime.channels_last).lower(),
+        "cpu_capability": feats.capability,
+        "cpu_amx": str(feats.amx).lower(),
+        "cpu_avx512_bf16": str(feats.avx512_bf16).lower(),
+    }
 
 
 def init_runtime(*, device: str = "auto", amp: str = "auto", channels_last: bool = True) -> Runtime:
-    """Build the runtime; joins the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    """Build the runtime; joins the process group when launched by ``torchrun`` (WORLD_SIZE > 1).
+
+    The precision choice is logged once per process (``describe_precision``).
+    """
+    check_amp(amp)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = pick_device(device)
     rank = 0
@@ -76,7 +136,12 @@ def init_runtime(*, device: str = "auto", amp: str = "auto", channels_last: bool
         rank = dist.get_rank()
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-    return Runtime(device=dev, amp_dtype=pick_amp(dev, amp), channels_last=channels_last, rank=rank, world_size=world)
+    runtime = Runtime(
+        device=dev, amp_dtype=pick_amp(dev, amp), channels_last=channels_last, rank=rank, world_size=world
+    )
+    if runtime.is_main:
+        log.info("precision: %s", describe_precision(runtime))
+    return runtime
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from microsnoop.config import PreprocessContract
 from microsnoop.device import Runtime
 from microsnoop.errors import InvalidImageError
 from microsnoop.models.unet import MicrosnoopEncoder
-from microsnoop.preprocess.normalize import prepare_crops
+from microsnoop.preprocess.normalize import prepare_groups, valid_masks
 
 
 def prepare_encoder(encoder: MicrosnoopEncoder, runtime: Runtime) -> MicrosnoopEncoder:
@@ -23,14 +23,28 @@ def prepare_encoder(encoder: MicrosnoopEncoder, runtime: Runtime) -> MicrosnoopE
 
 @torch.inference_mode()
 def embed_planes(
-    encoder: MicrosnoopEncoder, planes: np.ndarray, runtime: Runtime, *, batch_size: int = 64
+    encoder: MicrosnoopEncoder,
+    planes: np.ndarray,
+    runtime: Runtime,
+    *,
+    batch_size: int = 64,
+    boxes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Embed prepared ``P x 1 x S x S`` planes in batches; returns ``P x D`` float32."""
+    """Embed prepared ``P x 1 x S x S`` planes in batches; returns ``P x D`` float32.
+
+    With ``boxes`` (one ``(y0, x0, h, w)`` per plane) the pool covers only each plane's footprint.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     out = []
     for start in range(0, len(planes), batch_size):
         x = runtime.to_input(torch.from_numpy(planes[start : start + batch_size]))
+        valid = None
+        if boxes is not None:
+            valid = torch.from_numpy(valid_masks(boxes[start : start + batch_size], planes.shape[-1]))
+            valid = valid.to(runtime.device)
         with runtime.autocast():
-            out.append(encoder(x).float().cpu().numpy())
+            out.append(encoder(x, valid).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, encoder.config.embedding_dim), np.float32)
 
 
@@ -44,8 +58,9 @@ def embed_crops(
 ) -> np.ndarray:
     """Embed ``C x h x w`` crops (one channel count, any sizes) into ``N x (C * D)``, channel blocks in order.
 
-    Planes are keyed explicitly: row ``i * C + c`` of the prepared batch is crop ``i``, channel ``c``, and
-    the result is indexed by those keys, never by assuming an order elsewhere.
+    Each crop is padded to its own canvas (``contract.canvas``) and pooled over all positions or its own
+    footprint (``contract.pooling``), so its vector does not depend on the other crops. Planes are keyed
+    explicitly (crop index, channel) and the result is indexed by those keys, never by order.
     """
     if not crops:
         return np.empty((0, 0), np.float32)
@@ -55,12 +70,13 @@ def embed_crops(
             raise InvalidImageError(f"crop {i} has {crop.shape[0]} channels, crop 0 has {n_ch}; embed them separately")
         if crop.dtype.kind == "f" and not np.isfinite(crop).all():
             raise InvalidImageError(f"crop {i} contains NaN/Inf; clean or drop it before embedding")
-    planes = prepare_crops(crops, contract)
-    emb = embed_planes(encoder, planes, runtime, batch_size=batch_size)
-    image_key = np.repeat(np.arange(len(crops)), n_ch)
-    channel_key = np.tile(np.arange(n_ch), len(crops))
-    out = np.empty((len(crops), n_ch, emb.shape[1]), dtype=np.float32)
-    out[image_key, channel_key] = emb
+    out = np.empty((len(crops), n_ch, encoder.config.embedding_dim), dtype=np.float32)
+    for group in prepare_groups(crops, contract):
+        boxes = group.boxes if contract.pooling == "valid" else None
+        emb = embed_planes(encoder, group.planes, runtime, batch_size=batch_size, boxes=boxes)
+        image_key = np.repeat(group.index, n_ch)
+        channel_key = np.tile(np.arange(n_ch), len(group.index))
+        out[image_key, channel_key] = emb
     return out.reshape(len(crops), -1)
 
 

@@ -54,9 +54,23 @@ def contract_for_protocol(contract: PreprocessContract, protocol: str) -> Prepro
     False
     """
     check_protocol(protocol)
-    return replace(contract, protocol=protocol, normalize_before_pad=protocol == "default")
+    if protocol == "reference":
+        return replace(contract, protocol=protocol, normalize_before_pad=False, canvas="fixed", pooling="all")
+    return replace(contract, protocol=protocol, normalize_before_pad=True)
 
 
 def protocol_defaults(protocol: str) -> ProtocolDefaults:
     """Border rule, border skipping and empty-image handling that ``protocol`` implies."""
     return _DEFAULTS[check_protocol(protocol)]
+
+
+def with_embedding_options(
+    contract: PreprocessContract, *, canvas: str | None = None, pooling: str | None = None
+) -> PreprocessContract:
+    """The contract with its canvas and/or pooling replaced (``None`` keeps the stored choice).
+
+    >>> with_embedding_options(PreprocessContract(), canvas="crop", pooling="valid").canvas
+    'crop'
+    """
+    changes = {k: v for k, v in (("canvas", canvas), ("pooling", pooling)) if v is not None}
+    return replace(contract, **changes) if changes else contract

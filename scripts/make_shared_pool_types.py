@@ -1,5 +1,8 @@
 """Write pools/shared_pool_types.csv: every unlabelled image of ../shared/data with its image type.
 
+Sources: DSB2018 stage-1 fields, CellProfiler examples, the sample images and ``pretrain_extra``
+(types from its MANIFEST.tsv: brightfield covers phase contrast and DIC).
+
 Labelled benchmark sets (cellcycle, bbbc021_*) are left out so evaluation never sees training
 pixels; masks and photographs are left out too. Paths are relative to pools/.
 """
@@ -48,6 +51,10 @@ def main() -> None:
             rows.append((rel / "cellprofiler_examples" / r.path, CP_TYPES[r.modality], f"cellprofiler_{r.example}"))
     for path, kind in SAMPLES.items():
         rows.append((rel / "samples" / path, kind, "samples"))
+    # Phase contrast, DIC, brightfield, tissue and histology from six MIT/BSD/Apache/CC-BY repositories.
+    extra = pd.read_csv(data / "pretrain_extra/MANIFEST.tsv", sep="\t")
+    for r in extra.itertuples():
+        rows.append((rel / "pretrain_extra" / r.source / r.out_name, r.type, f"pretrain_extra_{r.source}"))
     pd.DataFrame(rows, columns=["path", "type", "source"]).to_csv("pools/shared_pool_types.csv", index=False)
 
 

@@ -26,6 +26,9 @@ MICROSNOOP_SHARD_PARALLELISM     most profiling shards segmented/embedded at onc
                                  ParallelFor limit, fixed at compile time; 0 = no limit)
 MICROSNOOP_STEPS_SECRET_NAME     Secret whose MICROSNOOP_* keys every compiled step gets     none
                                  as environment variables (service DSNs and S3 keys)
+MICROSNOOP_AMP                   autocast of the steps that run the network (auto, bf16,     ``auto``: bf16 only on
+                                 fp16, off); ``auto`` is bf16 only where the CPU runs it      AMX/AVX512-BF16 CPUs
+                                 natively
 MICROSNOOP_SEARCH_API_KEYS       file of hashed search-API keys, re-read when it changes     none: open, loopback
                                  (format in services/search_auth.py)                         only
 ===============================  ==========================================================  ======================
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from microsnoop import __version__
+from microsnoop.config import check_amp
 
 PREFIX = "MICROSNOOP_"
 
@@ -87,8 +91,13 @@ class PlatformSettings:
     shard_parallelism: int = 4
     steps_secret_name: str = ""
     search_api_keys: str = ""
+    amp: str = "auto"
 
     def __post_init__(self) -> None:
+        try:
+            check_amp(self.amp)
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}AMP: {exc}") from exc
         # absolute at once: a relative folder would silently open another, empty database elsewhere
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
         if self.gpu_limit < 0:

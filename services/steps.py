@@ -44,7 +44,9 @@ def pretrain_step(
     from microsnoop.config import PretrainConfig
     from microsnoop.pretrain.train import pretrain
 
-    config = PretrainConfig(nepoch=epochs, warmup_epochs=warmup_epochs, images_per_epoch=images_per_epoch)
+    config = PretrainConfig(
+        nepoch=epochs, warmup_epochs=warmup_epochs, images_per_epoch=images_per_epoch, amp=settings_or_env(None).amp
+    )
     result = pretrain(Path(pool_dir), Path(out_dir), config, device=device, resume=True, progress=False)
     params = {"nepoch": epochs, "warmup_epochs": warmup_epochs, "images_per_epoch": images_per_epoch}
     # Relative to the model folder: the next step sees the artifact under another path (another pod).
@@ -80,7 +82,12 @@ def evaluate_models_step(
     if baseline:
         checkpoints["baseline"] = Path(baseline)
     config = SuiteConfig(
-        limit_per_class=limit_per_class or None, n_boot=n_boot, handcrafted=False, mlp=False, field_mode=mode
+        limit_per_class=limit_per_class or None,
+        n_boot=n_boot,
+        handcrafted=False,
+        mlp=False,
+        field_mode=mode,
+        amp=settings_or_env(None).amp,
     )
     with tempfile.TemporaryDirectory(prefix="fields-") as tmp:
         result = suites()["dsb2018-fields"](local_input(data_dir, Path(tmp)), checkpoints, config)
@@ -230,7 +237,7 @@ def embed_step(
         Path(out_dir),
         encoder,
         encoder.preprocess,
-        init_runtime(device=device),
+        init_runtime(device=device, amp=settings.amp),
         model_id=version,
         profile=ProfileConfig(mode=mode, rc=rc),
         stream=StreamConfig(gray_rgb=gray_rgb),

@@ -16,18 +16,21 @@ from torch import nn
 
 from microsnoop.config import EncoderConfig, PreprocessContract
 
+# BatchNorm momentum per decoder variant (see EncoderConfig.decoder_variant); a training-time setting only.
+BN_MOMENTUM = {"cellpose3": 0.05, "reference": 0.1}
 
-def _bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
+
+def _bn_relu_conv(cin: int, cout: int, k: int, momentum: float = 0.05) -> nn.Sequential:
     return nn.Sequential(
-        nn.BatchNorm2d(cin, eps=1e-5, momentum=0.05),
+        nn.BatchNorm2d(cin, eps=1e-5, momentum=momentum),
         nn.ReLU(inplace=True),
         nn.Conv2d(cin, cout, k, padding=k // 2),
     )
 
 
-def _bn_conv(cin: int, cout: int, k: int) -> nn.Sequential:
+def _bn_conv(cin: int, cout: int, k: int, momentum: float = 0.05) -> nn.Sequential:
     return nn.Sequential(
-        nn.BatchNorm2d(cin, eps=1e-5, momentum=0.05),
+        nn.BatchNorm2d(cin, eps=1e-5, momentum=momentum),
         nn.Conv2d(cin, cout, k, padding=k // 2),
     )
 
@@ -35,10 +38,10 @@ def _bn_conv(cin: int, cout: int, k: int) -> nn.Sequential:
 class ResDown(nn.Module):
     """Residual encoder block: two pairs of BN-ReLU-Conv with a 1x1 projected skip."""
 
-    def __init__(self, cin: int, cout: int, k: int) -> None:
+    def __init__(self, cin: int, cout: int, k: int, momentum: float = 0.05) -> None:
         super().__init__()
-        self.proj = _bn_conv(cin, cout, 1)
-        self.conv = nn.ModuleList([_bn_relu_conv(cin if i == 0 else cout, cout, k) for i in range(4)])
+        self.proj = _bn_conv(cin, cout, 1, momentum)
+        self.conv = nn.ModuleList([_bn_relu_conv(cin if i == 0 else cout, cout, k, momentum) for i in range(4)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -52,8 +55,9 @@ class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         widths = (config.in_channels, *config.depths)
+        momentum = BN_MOMENTUM[config.decoder_variant]
         self.blocks = nn.ModuleList(
-            [ResDown(widths[i], widths[i + 1], config.kernel_size) for i in range(len(config.depths))]
+            [ResDown(widths[i], widths[i + 1], config.kernel_size, momentum) for i in range(len(config.depths))]
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -65,40 +69,58 @@ class Encoder(nn.Module):
         return feats
 
 
-def make_style(deepest: torch.Tensor) -> torch.Tensor:
-    """Global average pool of the deepest map, L2-normalised: the style / embedding vector."""
-    pooled = deepest.float().mean(dim=(-2, -1))
-    return F.normalize(pooled, p=2.0, dim=1)
+def pool_features(deepest: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Average the deepest map over all positions, or over those a ``B x 1 x H x W`` input mask covers.
+
+    A deepest-map position counts as valid when its ``f x f`` input window (``f`` = the downsampling
+    factor) overlaps the mask, so a crop on a larger zero canvas is pooled over its own footprint only.
+    """
+    if valid is None:
+        return deepest.float().mean(dim=(-2, -1))
+    factor = valid.shape[-1] // deepest.shape[-1]
+    weight = F.max_pool2d(valid.float(), factor) if factor > 1 else valid.float()
+    total = weight.sum(dim=(-2, -1)).clamp_min(1.0)
+    return (deepest.float() * weight).sum(dim=(-2, -1)) / total
+
+
+def make_style(deepest: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Average pool of the deepest map (optionally over the valid region), L2-normalised: the style / embedding."""
+    return F.normalize(pool_features(deepest, valid), p=2.0, dim=1)
 
 
 class StyleConv(nn.Module):
-    """BN-ReLU-Conv whose input is shifted by a linear map of the style vector."""
+    """BN-ReLU-Conv whose input is shifted by a linear map of the style vector (after or before the BN)."""
 
-    def __init__(self, cin: int, cout: int, style_dim: int, k: int) -> None:
+    def __init__(
+        self, cin: int, cout: int, style_dim: int, k: int, *, style_before_bn: bool = False, momentum: float = 0.05
+    ) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(cin, eps=1e-5, momentum=0.05)
+        self.bn = nn.BatchNorm2d(cin, eps=1e-5, momentum=momentum)
         self.conv = nn.Conv2d(cin, cout, k, padding=k // 2)
         self.full = nn.Linear(style_dim, cin)
+        self.style_before_bn = style_before_bn
 
     def forward(self, style: torch.Tensor, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the layer; ``skip`` (same shape as x) is added first when given."""
         if skip is not None:
             x = x + skip
-        feat = self.full(style.to(self.full.weight.dtype))
-        x = F.relu(self.bn(x) + feat.to(x.dtype)[:, :, None, None])
+        feat = self.full(style.to(self.full.weight.dtype)).to(x.dtype)[:, :, None, None]
+        x = F.relu(self.bn(x + feat)) if self.style_before_bn else F.relu(self.bn(x) + feat)
         return self.conv(x)
 
 
 class ResUp(nn.Module):
     """Residual decoder block with skip connection and style."""
 
-    def __init__(self, cin: int, cout: int, style_dim: int, k: int) -> None:
+    def __init__(self, cin: int, cout: int, style_dim: int, k: int, variant: str = "cellpose3") -> None:
         super().__init__()
-        self.conv0 = _bn_relu_conv(cin, cout, k)
-        self.conv1 = StyleConv(cout, cout, style_dim, k)
-        self.conv2 = StyleConv(cout, cout, style_dim, k)
-        self.conv3 = StyleConv(cout, cout, style_dim, k)
-        self.proj = _bn_conv(cin, cout, 1)
+        m = BN_MOMENTUM[variant]
+        before = variant == "reference"
+        self.conv0 = _bn_relu_conv(cin, cout, k, m)
+        self.conv1 = StyleConv(cout, cout, style_dim, k, style_before_bn=before, momentum=m)
+        self.conv2 = StyleConv(cout, cout, style_dim, k, style_before_bn=before, momentum=m)
+        self.conv3 = StyleConv(cout, cout, style_dim, k, style_before_bn=before, momentum=m)
+        self.proj = _bn_conv(cin, cout, 1, m)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -114,10 +136,11 @@ class Decoder(nn.Module):
         d = config.depths
         style_dim = d[-1]
         k = config.kernel_size
+        v = config.decoder_variant
         # Deepest stage refines the bottom map (cin == cout), then each stage goes one level up.
         self.blocks = nn.ModuleList(
-            [ResUp(d[-1], d[-1], style_dim, k)]
-            + [ResUp(d[i + 1], d[i], style_dim, k) for i in reversed(range(len(d) - 1))]
+            [ResUp(d[-1], d[-1], style_dim, k, v)]
+            + [ResUp(d[i + 1], d[i], style_dim, k, v) for i in reversed(range(len(d) - 1))]
         )
 
     def forward(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
@@ -137,7 +160,9 @@ class MicrosnoopUNet(nn.Module):
         self.config = config or EncoderConfig()
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
-        self.head = _bn_relu_conv(self.config.depths[0], self.config.out_channels, 1)
+        self.head = _bn_relu_conv(
+            self.config.depths[0], self.config.out_channels, 1, BN_MOMENTUM[self.config.decoder_variant]
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of each image: pooled, L2-normalised deepest map (``B x depths[-1]``)."""
@@ -171,12 +196,16 @@ class MicrosnoopEncoder(nn.Module):
         self.encoder = Encoder(self.config)
         self.l2_normalize = l2_normalize
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ``B x in_channels x H x W`` into ``B x depths[-1]`` float32 vectors."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed ``B x in_channels x H x W`` into ``B x depths[-1]`` float32 vectors.
+
+        ``valid`` (``B x 1 x H x W``, nonzero where the image is, zero on padding) restricts the
+        average pool to the image's footprint (``PreprocessContract.pooling == "valid"``).
+        """
         deepest = self.encoder(x)[-1]
         if self.l2_normalize:
-            return make_style(deepest)
-        return deepest.float().mean(dim=(-2, -1))
+            return make_style(deepest, valid)
+        return pool_features(deepest, valid)
 
 
 def check_spatial(x: torch.Tensor, levels: int) -> None:

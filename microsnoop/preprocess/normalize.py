@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from microsnoop.config import PreprocessContract
@@ -16,7 +18,7 @@ def normalize_percentile(
     array([0. , 0.5, 1. ], dtype=float32)
     """
     x = plane.astype(np.float32, copy=False)
-    lo, hi = np.percentile(x, [lower, upper])
+    lo, hi = (float(v) for v in np.percentile(x, [lower, upper]))  # Python floats keep the result float32
     if hi - lo <= 1e-12:
         hi, lo = float(x.max()), float(x.min())
         if hi - lo <= 1e-12:
@@ -38,30 +40,77 @@ def pad_to_size(plane: np.ndarray, size: int) -> np.ndarray:
 def prepare_batch(images: np.ndarray, contract: PreprocessContract) -> np.ndarray:
     """Turn ``N x C x H x W`` images into ``N*C x 1 x S x S`` normalised, padded float32 planes.
 
-    Row ``i * C + c`` holds image ``i``, channel ``c``. Images larger than the contract's input
-    size keep their size (the encoder pools globally), padded only to a multiple of 8.
+    Row ``i * C + c`` holds image ``i``, channel ``c``; ``S`` is :func:`canvas_side` of the image size.
     """
     return prepare_crops(list(images), contract)
 
 
+def canvas_side(shape: tuple[int, ...], contract: PreprocessContract) -> int:
+    """Side of the square canvas a ``... x h x w`` crop is zero-padded to: depends on the crop and contract only.
+
+    >>> canvas_side((3, 40, 30), PreprocessContract())  # fixed canvas: the input size
+    224
+    >>> canvas_side((3, 40, 30), PreprocessContract(canvas="crop"))  # the crop, rounded up to a multiple of 8
+    40
+    >>> canvas_side((1, 300, 10), PreprocessContract())  # larger crops keep their size
+    304
+    """
+    side = -(-max(shape[-2:]) // 8) * 8
+    return side if contract.canvas == "crop" else max(contract.input_size, side)
+
+
+@dataclass(frozen=True)
+class PreparedGroup:
+    """Crops that share one canvas: ``planes`` row ``j * C + c`` is crop ``index[j]``, channel ``c``."""
+
+    index: np.ndarray
+    planes: np.ndarray
+    boxes: np.ndarray  # one (y0, x0, h, w) footprint per plane row
+
+
+def prepare_groups(crops: list[np.ndarray], contract: PreprocessContract) -> list[PreparedGroup]:
+    """Normalise and pad ``C x h x w`` crops, each to its own :func:`canvas_side`, grouped by canvas.
+
+    A crop's planes depend only on the crop and the contract, never on the other crops.
+    """
+    by_side: dict[int, list[int]] = {}
+    for i, crop in enumerate(crops):
+        by_side.setdefault(canvas_side(crop.shape, contract), []).append(i)
+    groups = []
+    for size, members in sorted(by_side.items()):
+        n_ch = crops[members[0]].shape[0]
+        out = np.zeros((len(members) * n_ch, 1, size, size), dtype=np.float32)
+        boxes = np.zeros((len(members) * n_ch, 4), dtype=np.int64)
+        for j, i in enumerate(members):
+            h, w = crops[i].shape[-2:]
+            y0, x0 = (size - h) // 2, (size - w) // 2
+            for c, plane in enumerate(crops[i]):
+                row = out[j * n_ch + c, 0]
+                boxes[j * n_ch + c] = (y0, x0, h, w)
+                if contract.normalize_before_pad:
+                    row[y0 : y0 + h, x0 : x0 + w] = _norm(plane, contract)
+                else:
+                    row[y0 : y0 + h, x0 : x0 + w] = plane
+                    out[j * n_ch + c, 0] = _norm(row, contract)
+        groups.append(PreparedGroup(np.asarray(members, dtype=np.int64), out, boxes))
+    return groups
+
+
 def prepare_crops(crops: list[np.ndarray], contract: PreprocessContract) -> np.ndarray:
-    """Like :func:`prepare_batch` for ``C x h x w`` crops of different sizes (all padded to one size)."""
+    """Like :func:`prepare_batch` for ``C x h x w`` crops that share one canvas (see :func:`prepare_groups`)."""
     if not crops:
         return np.empty((0, 1, contract.input_size, contract.input_size), np.float32)
-    side = max(max(c.shape[-2:]) for c in crops)
-    size = max(contract.input_size, -(-side // 8) * 8)
-    n_ch = crops[0].shape[0]
-    out = np.zeros((len(crops) * n_ch, 1, size, size), dtype=np.float32)
-    for i, crop in enumerate(crops):
-        h, w = crop.shape[-2:]
-        y0, x0 = (size - h) // 2, (size - w) // 2
-        for c, plane in enumerate(crop):
-            row = out[i * n_ch + c, 0]
-            if contract.normalize_before_pad:
-                row[y0 : y0 + h, x0 : x0 + w] = _norm(plane, contract)
-            else:
-                row[y0 : y0 + h, x0 : x0 + w] = plane
-                out[i * n_ch + c, 0] = _norm(row, contract)
+    groups = prepare_groups(crops, contract)
+    if len(groups) > 1:
+        raise ValueError("crops fall on canvases of different sizes; use prepare_groups and embed each group")
+    return groups[0].planes
+
+
+def valid_masks(boxes: np.ndarray, size: int) -> np.ndarray:
+    """``N x 1 x size x size`` float32 masks, 1 inside each ``(y0, x0, h, w)`` footprint."""
+    out = np.zeros((len(boxes), 1, size, size), dtype=np.float32)
+    for k, (y0, x0, h, w) in enumerate(boxes):
+        out[k, 0, y0 : y0 + h, x0 : x0 + w] = 1.0
     return out
 
 

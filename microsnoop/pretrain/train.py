@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,15 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from microsnoop.config import PretrainConfig
+from microsnoop.config import EncoderConfig, PreprocessContract, PretrainConfig
 from microsnoop.curate import load_pool_manifest, manifest_hash
-from microsnoop.device import Runtime, init_runtime
+from microsnoop.device import Runtime, distributed_session, init_runtime, precision_record
 from microsnoop.errors import CheckpointError
 from microsnoop.models.checkpoint import load_checkpoint, save_checkpoint
 from microsnoop.models.masking import apply_mask, make_patch_mask
 from microsnoop.models.unet import MicrosnoopUNet
 from microsnoop.pretrain.data import VALIDATION_EPOCH, CropDataset, fixed_crops, load_planes, plan_epoch
+from microsnoop.pretrain.probe import ProbeSet, encoder_of, load_probe, probe_scores
 from microsnoop.pretrain.schedule import learning_rate
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,20 @@ TRAJECTORY_KEYS = (
     "preprocess",
     "mask",
     "augment",
+    "crop_size",
 )
+# Nested settings added after the first checkpoints were written: a saved config without them used these.
+_NESTED_DEFAULTS = {"encoder": EncoderConfig().to_dict(), "preprocess": PreprocessContract().to_dict()}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Which probe set to embed, how often (epochs), and with which embedding contract."""
+
+    path: Path
+    every: int = 5
+    contract: PreprocessContract = PreprocessContract(canvas="crop", pooling="valid")
+    k: int = 11
 
 
 @dataclass(frozen=True)
@@ -104,9 +118,18 @@ def reconstruction_loss(
     return F.mse_loss(pred.float(), target.to(pred.device).float())
 
 
-def _check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path) -> None:
+def _check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path, pool_hash: str | None = None) -> None:
     now = config.to_dict()
-    diffs = [k for k in TRAJECTORY_KEYS if saved.get(k) != now.get(k)]
+    filled = {
+        k: {**_NESTED_DEFAULTS[k], **v} if k in _NESTED_DEFAULTS and isinstance(v, dict) else v
+        for k, v in saved.items()
+    }
+    diffs = [k for k in TRAJECTORY_KEYS if filled.get(k) != now.get(k)]
+    if pool_hash is not None and saved.get("pool_manifest_hash") not in (None, pool_hash):
+        raise CheckpointError(
+            f"{path}: was trained on another pool (manifest hash {str(saved['pool_manifest_hash'])[:12]}, this pool "
+            f"{pool_hash[:12]}); resume on the same --pool, or pass a new --out folder (or --no-resume)"
+        )
     if diffs:
         raise CheckpointError(
             f"{path}: was trained with different settings for {diffs}; resume with the same arguments, "
@@ -123,9 +146,24 @@ def pretrain(
     resume: bool = True,
     time_budget_s: float | None = None,
     progress: bool = True,
+    probe: ProbeConfig | None = None,
 ) -> PretrainResult:
     """Train the U-Net to reconstruct masked crops of the pool; write checkpoints and metrics to ``out_dir``."""
     runtime = init_runtime(device=device, amp=config.amp, channels_last=config.channels_last)
+    with distributed_session(runtime):
+        return _pretrain(pool_dir, out_dir, config, runtime, resume, time_budget_s, progress, probe)
+
+
+def _pretrain(
+    pool_dir: Path,
+    out_dir: Path,
+    config: PretrainConfig,
+    runtime: Runtime,
+    resume: bool,
+    time_budget_s: float | None,
+    progress: bool,
+    probe: ProbeConfig | None,
+) -> PretrainResult:
     manifest = load_pool_manifest(pool_dir)
     train_rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
     val_rows = manifest[manifest["split"] == "val"].reset_index(drop=True)
@@ -135,6 +173,7 @@ def pretrain(
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, enc_path = out_dir / "last.pt", out_dir / "encoder.pt"
     metrics_path = out_dir / "metrics.jsonl"
+    probe_path = out_dir / "probe.jsonl"
 
     torch.manual_seed(config.seed)
     model = MicrosnoopUNet(config.encoder).to(runtime.device)
@@ -146,15 +185,16 @@ def pretrain(
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
         state = ckpt.training_state or {}
-        _check_resumable(state.get("config", {}), config, last_path)
+        _check_resumable({**state.get("config", {}), **state.get("pool", {})}, config, last_path, pool_hash)
         model.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s at epoch %d", last_path, start_epoch)
-    elif runtime.is_main and metrics_path.exists():
-        metrics_path.unlink()
+    elif runtime.is_main:
+        metrics_path.unlink(missing_ok=True)
+        probe_path.unlink(missing_ok=True)
     ddp_model: torch.nn.Module = model
     if runtime.world_size > 1:
         ddp_model = DistributedDataParallel(
@@ -163,10 +203,9 @@ def pretrain(
 
     planes = load_planes(pool_dir, train_rows, config.preprocess, progress=progress and runtime.is_main)
     val_planes = load_planes(pool_dir, val_rows, config.preprocess, progress=False)
-    dataset = CropDataset(planes, size=config.preprocess.input_size, augment=config.augment, seed=config.seed)
-    val_crops = fixed_crops(
-        val_planes, size=config.preprocess.input_size, augment=config.augment, seed=config.seed, limit=64
-    )
+    dataset = CropDataset(planes, size=config.train_crop, augment=config.augment, seed=config.seed)
+    val_crops = fixed_crops(val_planes, size=config.train_crop, augment=config.augment, seed=config.seed, limit=64)
+    probe_set = load_probe(probe.path) if probe is not None and runtime.is_main else None
     loader = _BatchLoader(dataset, config.num_workers)
     types = train_rows["type"].to_numpy()
     provenance = {
@@ -176,7 +215,10 @@ def pretrain(
         "n_train_planes": len(train_rows),
         "types": sorted(set(types.tolist())),
         "config": config.to_dict(),
+        "precision": precision_record(runtime),
     }
+    if probe_set is not None and probe is not None and start_epoch == 0:
+        _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=-1)
 
     last_epoch = config.nepoch - 1
     if config.max_epochs_this_run is not None:
@@ -235,6 +277,8 @@ def pretrain(
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             log.info("epoch %d: %s", epoch, record)
+            if probe_set is not None and probe is not None and (epoch + 1) % probe.every == 0:
+                _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=epoch)
             is_last = epoch == last_epoch
             if is_last or (epoch + 1) % config.checkpoint_every == 0:
                 _save_all(model, optimizer, scaler, config, provenance, epoch, last_path, enc_path)
@@ -278,9 +322,32 @@ def _save_all(
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "config": config.to_dict(),
+        "pool": {"pool_manifest_hash": provenance["pool_manifest_hash"]},
     }
     save_checkpoint(last_path, model, preprocess=config.preprocess, provenance=prov, training_state=state)
     save_checkpoint(enc_path, model, preprocess=config.preprocess, provenance=prov, encoder_only=True)
+
+
+def _log_probe(
+    probe_path: Path,
+    model: MicrosnoopUNet,
+    probe_set: ProbeSet,
+    probe: ProbeConfig,
+    config: PretrainConfig,
+    runtime: Runtime,
+    *,
+    epoch: int,
+) -> None:
+    """Append one probe record (epoch -1: the untrained start) to ``probe.jsonl``."""
+    contract = replace(
+        probe.contract, **{f: getattr(config.preprocess, f) for f in ("lower_percentile", "upper_percentile")}
+    )
+    t0 = time.perf_counter()
+    scores = probe_scores(encoder_of(model, contract), probe_set, contract, runtime, k=probe.k)
+    record = {"epoch": epoch, "probe": probe_set.name, **scores, "probe_seconds": round(time.perf_counter() - t0, 2)}
+    with probe_path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    log.info("probe after epoch %d: %s", epoch, record)
 
 
 @torch.no_grad()

@@ -7,16 +7,40 @@ import pytest
 import torch
 
 from microsnoop.config import PreprocessContract
-from microsnoop.device import init_runtime, pick_amp, pick_device
+from microsnoop.device import CpuFeatures, check_amp, init_runtime, pick_amp, pick_device, precision_record
 from microsnoop.embed import embed_images
 from microsnoop.models.unet import MicrosnoopEncoder
 
+AVX2 = CpuFeatures(capability="AVX2", amx=False, avx512_bf16=False)
+AMX = CpuFeatures(capability="AVX512", amx=True, avx512_bf16=True)
+AVX512_BF16 = CpuFeatures(capability="AVX512", amx=False, avx512_bf16=True)
+CPU = torch.device("cpu")
 
-def test_cpu_defaults_to_bf16_channels_last() -> None:
-    rt = init_runtime(device="cpu")
-    assert rt.device.type == "cpu" and rt.amp_dtype == torch.bfloat16 and rt.channels_last
-    assert pick_amp(torch.device("cpu"), "off") is None
-    assert pick_amp(torch.device("cpu"), "fp16") == torch.float16
+
+def test_auto_picks_fp32_where_bf16_is_emulated_and_bf16_where_native() -> None:
+    assert pick_amp(CPU, "auto", cpu=AVX2) is None
+    assert pick_amp(CPU, "auto", cpu=AMX) == torch.bfloat16
+    assert pick_amp(CPU, "auto", cpu=AVX512_BF16) == torch.bfloat16
+    # explicit choices win over the capability
+    assert pick_amp(CPU, "bf16", cpu=AVX2) == torch.bfloat16
+    assert pick_amp(CPU, "off", cpu=AMX) is None
+    assert pick_amp(CPU, "fp16", cpu=AVX2) == torch.float16
+
+
+def test_unknown_amp_is_refused_not_read_as_bf16() -> None:
+    for typo in ("bf61", "BF16", "", "fp32"):
+        with pytest.raises(ValueError, match="--amp must be one of auto, bf16, fp16, off"):
+            check_amp(typo)
+        with pytest.raises(ValueError, match="--amp must be one of"):
+            init_runtime(device="cpu", amp=typo)
+
+
+def test_precision_choice_is_recorded() -> None:
+    rt = init_runtime(device="cpu", amp="off", channels_last=False)
+    rec = precision_record(rt)
+    assert rec["amp_dtype"] == "fp32" and rec["channels_last"] == "false"
+    assert rec["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert rec["cpu_amx"] in ("true", "false") and rec["cpu_avx512_bf16"] in ("true", "false")
 
 
 def test_asking_for_cuda_without_it_says_how_to_fix() -> None:
@@ -34,7 +58,7 @@ def _embed(device: str, amp: str) -> np.ndarray:
 
 
 def test_bf16_embedding_is_close_to_fp32_on_cpu() -> None:
-    fp32, bf16 = _embed("cpu", "off"), _embed("cpu", "auto")
+    fp32, bf16 = _embed("cpu", "off"), _embed("cpu", "bf16")
     cos = (fp32 * bf16).sum(1) / 2  # two unit-norm channel blocks per image
     assert (cos > 0.99).all(), cos
 

@@ -15,7 +15,7 @@ from microsnoop.config import EncoderConfig, PreprocessContract
 from microsnoop.errors import ConfigError
 from microsnoop.models.factory import load_named
 from microsnoop.models.unet import MicrosnoopEncoder
-from microsnoop.protocol import check_protocol, contract_for_protocol
+from microsnoop.protocol import check_protocol, contract_for_protocol, with_embedding_options
 
 FIELD_MODES = ("cell-region", "rescale")
 
@@ -41,6 +41,8 @@ class SuiteConfig:
     untrained: EncoderConfig = field(default_factory=EncoderConfig)  # architecture of the untrained baseline
     untrained_preprocess: PreprocessContract = field(default_factory=PreprocessContract)  # and its contract
     protocol: str | None = None  # None: each checkpoint's own contract; else "reference" or "default" for all
+    canvas: str | None = None  # None: each checkpoint's own; else "fixed" or "crop" for every encoder
+    pooling: str | None = None  # None: each checkpoint's own; else "all" or "valid" for every encoder
 
     def __post_init__(self) -> None:
         if self.limit_per_class is not None and self.limit_per_class <= 0:
@@ -112,7 +114,8 @@ def load_encoders(
 ) -> dict[str, tuple[MicrosnoopEncoder, str]]:
     """Name -> (encoder, model id); ``None`` gives the seeded untrained network of ``config.untrained``.
 
-    With ``config.protocol`` set, every encoder's contract is switched to that protocol.
+    With ``config.protocol`` set, every encoder's contract is switched to that protocol; ``config.canvas``
+    and ``config.pooling`` override the content-aware options of every contract the same way.
     """
     out = {}
     for name, path in checkpoints.items():
@@ -121,6 +124,7 @@ def load_encoders(
         )
         if config.protocol is not None:
             encoder.preprocess = contract_for_protocol(encoder.preprocess, config.protocol)
+        encoder.preprocess = with_embedding_options(encoder.preprocess, canvas=config.canvas, pooling=config.pooling)
         out[name] = (encoder, model_id)
     return out
 
