@@ -11,8 +11,10 @@ rescale mode           bilinear, no anti-aliasing                  bilinear with
 tile mode              tiles narrower than the input not padded    every tile padded to the input size
 =====================  ==========================================  =========================================
 
-Sphering (``scope="auto"``, kneed knee) and the BBBC021 NSCB rule are the same under both; see
-``docs/method-fidelity.md`` for every departure and its measured effect.
+Sphering and the NSCB rule are evaluation steps, not preprocessing: the knee is kneed's under both, the
+NSCB rule of the bbbc021 suites is the reference's, and the bbbc021-profiles suite scores the reference's
+global sphering beside the default ``scope="auto"``. ``docs/method-fidelity.md`` lists every departure
+and its measured effect.
 """
 
 from __future__ import annotations
