@@ -95,7 +95,11 @@ def _axes_of(multiscale: dict[str, Any], ndim: int, path: Path) -> str:
     if axes is None:  # NGFF 0.1/0.2: always 5-D TCZYX
         names = "tczyx"[-ndim:]
     else:
-        names = "".join(str(a["name"] if isinstance(a, dict) else a).lower()[:1] for a in axes)
+        kinds = {"channel": "c", "time": "t"}  # typed axes may have any name; space axes go by name (z, y, x)
+        names = "".join(
+            kinds.get(str(a.get("type")), str(a["name"]).lower()[:1]) if isinstance(a, dict) else str(a).lower()[:1]
+            for a in axes
+        )
     if len(names) != ndim or not names.endswith("yx") or set(names) - set("tczyx"):
         raise InvalidImageError(
             f"{path}: axes {names!r} do not fit an array of {ndim} dimensions ending in y, x; "

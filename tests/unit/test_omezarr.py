@@ -169,3 +169,13 @@ def test_every_embed_mode_reads_plate_fields(plate: Path, tmp_path: Path, mode: 
     df, _ = read_embeddings(result.embeddings)
     assert result.n_images == 6 and df.filter(regex=r"^ch1_").shape[1] == 32
     assert list(df["Metadata_Site"]) == [0, 1] * 3 and set(df["Metadata_Plate"]) == {"P1"}
+
+
+def test_a_typed_channel_axis_with_another_name_is_the_channel_axis(tmp_path: Path) -> None:
+    root = zarr.open_group(str(tmp_path / "w.zarr"), mode="w", zarr_format=2)
+    root.create_array("0", data=np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16))
+    axes = [{"name": "wavelength", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
+    image = open_omezarr(tmp_path / "w.zarr")
+    assert image.axes == "cyx" and image.n_channels == 2 and image.channel_names == ("0", "1")
+    assert read_omezarr(tmp_path / "w.zarr", channels=[1])[0, 0, 0] == 256
