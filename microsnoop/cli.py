@@ -323,6 +323,20 @@ def embed(
             "omitted: the checkpoint's own. Recorded in run.json and the Parquet metadata."
         ),
     ] = None,
+    canvas: Annotated[
+        str | None,
+        typer.Option(
+            help="Single-cell and cell-region crops: crop (padded to their own side, to a multiple of 8) or fixed "
+            "(padded to the input size, the paper's); omitted: the checkpoint's own. Recorded in run.json."
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="valid (average only the positions a crop covers) or all (the whole canvas, the paper's); "
+            "omitted: the checkpoint's own. Recorded in run.json."
+        ),
+    ] = None,
     skip_border: Annotated[
         bool | None,
         typer.Option(
@@ -359,7 +373,7 @@ def embed(
     from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
     from microsnoop.models.factory import load_named
     from microsnoop.profile import ProfileConfig
-    from microsnoop.protocol import contract_for_protocol, protocol_defaults
+    from microsnoop.protocol import contract_for_protocol, protocol_defaults, with_embedding_options
     from microsnoop.stream import StreamConfig, run_embedding
 
     _setup_logging(verbose)
@@ -377,6 +391,7 @@ def embed(
         raise typer.BadParameter("give --checkpoint PATH or --untrained")
     encoder, model_id = load_named(checkpoint)  # None: the untrained network, seed 0
     contract = encoder.preprocess if protocol is None else contract_for_protocol(encoder.preprocess, protocol)
+    contract = with_embedding_options(contract, canvas=canvas, pooling=pooling)
     implied = protocol_defaults(contract.protocol)
     segment = None
     if mode == "cell-region":

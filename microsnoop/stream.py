@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from microsnoop.config import PreprocessContract
-from microsnoop.device import Runtime
+from microsnoop.device import Runtime, precision_record
 from microsnoop.embed import prepare_encoder
 from microsnoop.errors import ChannelMismatchError, ConfigError, InvalidImageError
 from microsnoop.io.sources import ID, StackCache, load_mask, load_row
@@ -274,6 +274,7 @@ def run_embedding(
         "n_chunks": n_chunks,
         "n_images": len(records),
         "inputs_sha256": inputs_digest(source),
+        "precision": precision_record(runtime),  # informative; a resume may run on another machine
     }
     _prepare_out(out_dir, run_info, runtime)
     metadata = {"microsnoop": json.dumps({k: v for k, v in run_info.items() if k != "n_chunks"})}

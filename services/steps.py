@@ -339,11 +339,19 @@ def publish_step(
     model_version: str,
     sphered_dir: str = "",
     replace: bool = False,
+    centre: bool = True,
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
-    """Upsert (or with replace, swap in) image, cell and treatment embeddings of a model version, then apply Feast."""
+    """Upsert (or with replace, swap in) image, cell and treatment embeddings of a model version, then apply Feast.
+
+    With ``centre`` (the default) image and cell vectors are published centred on their model version's
+    centre (fitted on its first publish, refitted with ``replace``) so distances are readable; the raw
+    vectors stay in ``embeddings_dir``. Treatment profiles are sphered already and go in as they are.
+    """
     from microsnoop.postprocess.aggregate import per_treatment
+    from services.featurestore.centering import centre_table
     from services.featurestore.feast_repo import apply_feature_repo
+    from services.featurestore.schema import feature_columns_of
     from services.featurestore.store import FeatureStore
 
     settings = settings_or_env(settings)
@@ -352,11 +360,23 @@ def publish_step(
     cells_path = Path(embeddings_dir) / "cells.parquet"
     sphered = pd.read_parquet(Path(sphered_dir) / "embeddings.parquet") if sphered_dir else None
     with FeatureStore.from_settings(settings) as store:
-        out["image"] = store.publish("image", images, model_version=model_version, replace=replace).total
+
+        def readable(level: str, table: pd.DataFrame) -> pd.DataFrame:
+            if not centre:
+                return table
+            cols = feature_columns_of(table, None)
+            fitted = store.centre(level, model_version, table[cols].to_numpy(), refit=replace)
+            return centre_table(table, cols, fitted) if fitted is not None else table
+
+        out["image"] = store.publish(
+            "image", readable("image", images), model_version=model_version, replace=replace
+        ).total
         if cells_path.is_file():
             cells = pd.read_parquet(cells_path)
             if len(cells):
-                out["cell"] = store.publish("cell", cells, model_version=model_version, replace=replace).total
+                out["cell"] = store.publish(
+                    "cell", readable("cell", cells), model_version=model_version, replace=replace
+                ).total
         if sphered is not None and {"Metadata_Compound", "Metadata_Concentration"} <= set(sphered.columns):
             treatments = per_treatment(sphered)
             out["treatment"] = store.publish(

@@ -36,6 +36,7 @@ from psycopg2.pool import ThreadedConnectionPool
 
 from services.featurestore import schema
 from services.featurestore.binary_copy import encode_copy
+from services.featurestore.centering import apply_centre, claim_centre, stored_centre
 from services.featurestore.index import (
     IndexConfig,
     IndexInfo,
@@ -175,6 +176,18 @@ class FeatureStore:
                 if moved:
                     _log.info("moved %d %s rows into per-model partitions", moved, level)
                 cur.execute(schema.table_ddl(level))
+
+    def centre(
+        self, level: str, model_version: str, vectors: np.ndarray | None = None, *, refit: bool = False
+    ) -> np.ndarray | None:
+        """The centre of level's published vectors of model_version; with ``vectors``, fit and store it when
+        there is none yet (or ``refit``). See :mod:`services.featurestore.centering`."""
+        check_level(level)
+        with self._transaction(vectors=False) as cur:
+            if vectors is None:
+                return stored_centre(cur, level, model_version)
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"centre/{level}/{model_version}",))
+            return claim_centre(cur, level, model_version, vectors, refit=refit)
 
     def _before_commit(self) -> None:
         """Called inside the publish transaction just before COMMIT (a seam for failure-injection tests)."""
@@ -330,8 +343,13 @@ class FeatureStore:
         exclude_same: Sequence[str] = (),
         exact: bool = False,
         ef_search: int | None = None,
+        raw_query: bool = True,
     ) -> list[Hit]:
         """The k nearest entities by cosine distance to a vector or to a stored entity (which is excluded).
+
+        A query ``vector`` is a raw embedding (as ``microsnoop embed`` writes it) and is centred like the
+        published vectors of its model version (:mod:`services.featurestore.centering`); pass
+        ``raw_query=False`` for a vector already in the published space.
 
         ``ef_search`` (HNSW candidate list, default ``max(IndexConfig.ef_search, 2k)``; on an IVFFlat
         partition it scales the probes by ``ef_search / IndexConfig.ef_search``) trades speed for recall;
@@ -364,6 +382,9 @@ class FeatureStore:
             q = np.asarray(vector, dtype=np.float32).ravel()
             if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
                 raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")
+            if entity_id is None and raw_query:  # a raw embedding joins the published (centred) space
+                centre = stored_centre(cur, level, model_version)
+                q = q if centre is None else apply_centre(q, centre)[0]
             if exact:
                 order, settings = sql.SQL("embedding <=> %s::vector"), sql.SQL("SELECT 1")
             else:
