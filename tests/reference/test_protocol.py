@@ -95,3 +95,15 @@ def test_pretrain_stores_the_reference_contract(demo_pool: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     contract = load_encoder(tmp_path / "run" / "encoder.pt").preprocess
     assert (contract.protocol, contract.normalize_before_pad) == ("reference", False)
+
+
+def test_benchmark_protocol_switches_every_encoder() -> None:
+    from microsnoop.evaluate.suites.base import SuiteConfig, load_encoders
+
+    tiny = {"untrained": EncoderConfig(depths=(8, 16, 32)), "untrained_preprocess": PreprocessContract(input_size=32)}
+    ((encoder, _),) = load_encoders({"u": None}, SuiteConfig(protocol="reference", **tiny)).values()  # type: ignore[arg-type]
+    assert (encoder.preprocess.protocol, encoder.preprocess.normalize_before_pad) == ("reference", False)
+    ((own, _),) = load_encoders({"u": None}, SuiteConfig(**tiny)).values()  # type: ignore[arg-type]
+    assert own.preprocess.protocol == "default"
+    with pytest.raises(ConfigError, match="protocol must be one of"):
+        SuiteConfig(protocol="published")
