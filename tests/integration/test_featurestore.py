@@ -285,6 +285,8 @@ def test_feast_apply_and_online_features(store: FeatureStore, pg_settings: Platf
     store.publish("treatment", treatments, model_version="feast-v1")
     repo = apply_feature_repo(pg_settings, repo_dir=tmp_path / "feast")
     assert (repo / "feature_store.yaml").exists() and (repo / "registry.db").exists()
+    # the password stays out of the file (Feast's ${VAR} substitution), yet the store connected with it
+    assert "password: ${MICROSNOOP_FEAST_PG_PASSWORD}" in (repo / "feature_store.yaml").read_text()
     got = online_features(
         pg_settings, "treatment", ["nocodazole@3.0", "taxol@1.0", "absent@1"], model_version="feast-v1", repo_dir=repo
     )
