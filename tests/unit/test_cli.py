@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +20,39 @@ COMMANDS = [
     "loss-curve",
     "reconstruct",
     "knn",
-    "segment",
     "embed",
+    "segment",
     "sphere",
     "aggregate",
     "evaluate",
+    "joint",
     "benchmark",
     "demo",
 ]
+# added by the installed platform layer through the ``microsnoop.cli`` entry point
+PLATFORM_COMMANDS = ["search", "serve-search", "dashboard", "pipeline", "platform"]
 
 
-def test_help_lists_every_command() -> None:
-    result = CliRunner().invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for cmd in COMMANDS:
-        assert cmd in result.output
+def _help_rows(text: str) -> dict[str, str]:
+    """Command -> summary from the 'Commands' panel of a --help page, in the listed order."""
+    panel = text.split("─ Commands ─", 1)[1]
+    return dict(re.findall(r"^│ ([a-z][a-z-]*) +(\S.*?) *│$", panel, flags=re.M))
+
+
+def test_help_lists_exactly_the_commands_each_with_its_summary() -> None:
+    import typer.main
+
+    env = {**os.environ, "COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "microsnoop", "--help"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = _help_rows(done.stdout)
+    assert list(rows) == COMMANDS + PLATFORM_COMMANDS  # nothing missing, renamed, unexpected or reordered
+    core = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in COMMANDS:
+        assert rows[name] == core[name].help.strip().splitlines()[0], name
+    assert rows["search"].startswith("Top-k similar entities") and rows["pipeline"].startswith("Compile, run")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

@@ -15,10 +15,13 @@ import torch
 
 from microsnoop.config import EncoderConfig, PreprocessContract
 from microsnoop.device import init_runtime
+from microsnoop.embed import embed_crops
 from microsnoop.errors import ChannelMismatchError, ConfigError, ManifestError
+from microsnoop.io.images import read_image
 from microsnoop.io.sources import ID, source_from_folder, source_from_stack, source_from_table
 from microsnoop.models.checkpoint import save_checkpoint
 from microsnoop.models.unet import MicrosnoopEncoder, MicrosnoopUNet
+from microsnoop.preprocess.crop import make_tiles, rescale_to_square
 from microsnoop.profile import ProfileConfig
 from microsnoop.stream import StreamConfig, read_embeddings, run_embedding
 
@@ -46,17 +49,18 @@ def cells(demo_data: Path) -> pd.DataFrame:
 
 
 def test_resume_after_a_kill_gives_identical_output(cells: pd.DataFrame, tmp_path: Path) -> None:
-    full = _run(cells, tmp_path / "a")
+    cells, chunks = cells.iloc[:60], StreamConfig(chunk_images=25)  # three chunks: 25, 25, 10
+    full = _run(cells, tmp_path / "a", stream=chunks)
     df_a, info = read_embeddings(tmp_path / "a" / "embeddings.parquet")
-    assert len(df_a) == 120 and df_a.shape[1] == 3 * 32 + len([c for c in df_a if c.startswith("Metadata_")])
+    assert len(df_a) == 60 and df_a.shape[1] == 3 * 32 + len([c for c in df_a if c.startswith("Metadata_")])
     assert info["model_id"] == "tiny" and info["contract"]["input_size"] == 64
     assert full.chunks_done == 3  # type: ignore[attr-defined]
-    _run(cells, tmp_path / "b")
+    _run(cells, tmp_path / "b", stream=chunks)
     # A run killed after its first chunk: later parts and the merged file never got written.
     for name in ("images-00001.parquet", "images-00002.parquet"):
         (tmp_path / "b" / "parts" / name).unlink()
     (tmp_path / "b" / "embeddings.parquet").unlink()
-    resumed = _run(cells, tmp_path / "b")
+    resumed = _run(cells, tmp_path / "b", stream=chunks)
     assert resumed.chunks_reused == 1 and resumed.chunks_done == 2  # type: ignore[attr-defined]
     df_b, _ = read_embeddings(tmp_path / "b" / "embeddings.parquet")
     pd.testing.assert_frame_equal(df_a, df_b)
@@ -201,11 +205,26 @@ def test_cell_boxes_larger_than_a_tiny_image_are_clipped(tmp_path: Path) -> None
     ]
 
 
-@pytest.mark.parametrize("mode", ["rescale", "tile"])
-def test_rescale_and_tile_modes(mode: str, demo_data: Path, tmp_path: Path) -> None:
+def test_rescale_and_tile_modes_embed_what_they_promise(demo_data: Path, tmp_path: Path) -> None:
+    """Rescale: the field resized to the input size, once; tile: the mean over overlapping input-size tiles."""
     src = source_from_folder(demo_data / "cellprofiler_human")
-    result = _run(src, tmp_path / mode, profile=ProfileConfig(mode=mode))
-    assert result.n_images == 3  # type: ignore[attr-defined]
+    rt = init_runtime(device="cpu", amp="off", channels_last=False)
+    got = {}
+    for mode in ("rescale", "tile"):
+        result = _run(src, tmp_path / mode, profile=ProfileConfig(mode=mode))
+        assert result.n_images == 3  # type: ignore[attr-defined]
+        table, _ = read_embeddings(tmp_path / mode / "embeddings.parquet")
+        assert table[ID].tolist() == src[ID].tolist()
+        got[mode] = table.filter(like="ch0_").to_numpy()
+    for row, path in enumerate(src["path"]):
+        image = read_image(path)  # 1 x 512 x 512
+        tiles = list(make_tiles(image, CONTRACT.input_size, 0.1))
+        assert len(tiles) >= 64  # 512 / 64 with overlap: the tile mode really tiles
+        rescaled = embed_crops(_encoder(), [rescale_to_square(image, CONTRACT.input_size)], CONTRACT, rt)[0]
+        tiled = embed_crops(_encoder(), tiles, CONTRACT, rt).mean(axis=0)
+        assert np.allclose(got["rescale"][row], rescaled, atol=1e-5)
+        assert np.allclose(got["tile"][row], tiled, atol=1e-5)
+    assert not np.allclose(got["rescale"], got["tile"], atol=1e-3)
 
 
 @pytest.mark.slow
