@@ -195,6 +195,11 @@ def test_reconstruction_shows_original_masked_reconstructed(app_env: PlatformSet
     at = _open("reconstruction")
     assert not at.error
     assert len(at.image) == 3 * len(at.multiselect(key="recon-images").value) == 6
+    # the champion's U-Net at the default ratio, panels in the order original | masked | reconstruction
+    # (their pixels are checked in tests/unit/test_reconstruct.py)
+    assert any("(champion), mask ratio 25%" in text for text in _texts(at.caption))
+    titles = [t for t in _texts(at.markdown) if t in ("**original**", "**masked input**", "**reconstruction**")]
+    assert titles == ["**original**", "**masked input**", "**reconstruction**"]
 
 
 @e2e
