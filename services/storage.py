@@ -24,20 +24,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from services.settings import PlatformSettings
-
-if TYPE_CHECKING:
-    from services.storage_s3 import S3Store
 
 __all__ = [
     "ChecksumMismatchError",
     "FileStore",
     "ObjectNotFoundError",
     "ObjectStore",
-    "S3Store",
     "StorageCredentialsError",
     "StorageError",
     "StoredObject",
@@ -437,12 +433,3 @@ def open_store(settings: PlatformSettings, uri: str | None = None) -> ObjectStor
 
         return S3Store.from_settings(settings, uri)
     raise StorageError(f"{uri}: unknown storage scheme {parsed.scheme!r}; use file:///path or s3://bucket/prefix")
-
-
-def __getattr__(name: str) -> Any:
-    """``S3Store`` importable from here; minio is imported only when it is used."""
-    if name == "S3Store":
-        from services.storage_s3 import S3Store
-
-        return S3Store
-    raise AttributeError(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from microsnoop.errors import MissingColumnsError
@@ -61,8 +60,3 @@ def per_treatment(df: pd.DataFrame, *, extra: list[str] | None = None) -> pd.Dat
     """Mean profile per treatment (compound + concentration), plus ``extra`` constant columns (e.g. MoA)."""
     keep = TREATMENT + [c for c in (extra or ["Metadata_MoA"]) if c in df.columns]
     return aggregate(df, keep)
-
-
-def finite_features(df: pd.DataFrame) -> np.ndarray:
-    """Boolean mask of rows whose features are all finite."""
-    return np.isfinite(df[feature_columns(df)].to_numpy(np.float64)).all(axis=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -129,15 +128,3 @@ def pipeline_runs(settings: PlatformSettings, *, limit: int = 100) -> pd.DataFra
     rows = _local_runs(settings.data_dir / "kfp") + _mlflow_runs(settings, limit)
     frame = pd.DataFrame(rows, columns=["source", "pipeline", "run", "started", "status", "detail"])
     return frame.sort_values("started", ascending=False).head(limit).reset_index(drop=True)
-
-
-def run_scores(settings: PlatformSettings) -> list[dict[str, Any]]:
-    """The ``scores.json`` of each local profiling run's evaluate step (newest first)."""
-    found = sorted((settings.data_dir / "kfp").rglob("scores.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    out = []
-    for path in found:
-        try:
-            out.append({"run": path.relative_to(settings.data_dir / "kfp").parts[0], **json.loads(path.read_text())})
-        except (ValueError, OSError) as exc:
-            log.warning("skipping %s: %s", path, exc)
-    return out

@@ -117,8 +117,3 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
             if len(kinds) > 1 or kinds - {str}:
                 out[col] = [None if v is None else str(v) for v in out[col]]
     return out
-
-
-def map_cache_exists(settings: PlatformSettings, level: str, model_version: str, method: str) -> bool:
-    """Whether a map of this (level, model version, method) was computed before."""
-    return _cache_path(settings, level, model_version, method).is_file()

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from services.browse.errors import BrowseError
 from services.settings import PlatformSettings
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -153,22 +152,6 @@ def stored_thumbnail(
     if box is not None:
         image = crop_cell(image, box)
     return render_thumbnail(image, colours=colours, low=low, high=high, size=size)
-
-
-def row_thumbnail(
-    settings: PlatformSettings,
-    row: Mapping[str, Any],
-    *,
-    colours: Sequence[str] | None = None,
-    low: float = 1.0,
-    high: float = 99.5,
-    size: int = 128,
-) -> np.ndarray:
-    """The thumbnail of a feature-store row: its image, cropped to its cell box for cell rows."""
-    uri = image_uri(row)
-    if uri is None:
-        raise BrowseError(f"{row.get('entity_id')}: the row names no stored image (no image_uri/Metadata_ImageURI)")
-    return stored_thumbnail(settings, uri, cell_box(row), colours=colours, low=low, high=high, size=size)
 
 
 def channel_count(settings: PlatformSettings, uri: str) -> int:
