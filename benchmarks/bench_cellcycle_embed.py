@@ -77,7 +77,7 @@ def main() -> None:
     path = args.out or Path("benchmarks/results") / f"cellcycle_embed_{naive_rt.device.type}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))  # noqa: T201
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

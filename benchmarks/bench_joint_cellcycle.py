@@ -112,7 +112,7 @@ def main() -> None:
         md += [f"\n{task.replace('_', ' ')}:\n\n", joint_markdown(scores[task])]
     md.append(f"\nModels: {', '.join(f'`{k}` = {v}' for k, v in models.items())}. Reproduce: `{result['command']}`\n")
     args.out.with_suffix(".md").write_text("".join(md))
-    print("".join(md))  # noqa: T201 - the report
+    print("".join(md))  # the report
 
 
 if __name__ == "__main__":

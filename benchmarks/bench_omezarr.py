@@ -149,14 +149,14 @@ def main() -> None:
             results[name] = {"chunk_images": chunk, **peak_rss(plate, ckpt, work / f"out-{name}", chunk)}
             results[name]["zarr_mib_on_disk"] = round(raw / 2**20, 1)
             results[name]["level0_pixels_mib"] = round(n * 2 * args.size**2 * 2 / 2**20, 1)
-            print(name, results[name], flush=True)  # noqa: T201 - benchmark progress
+            print(name, results[name], flush=True)  # benchmark progress
     a, b = results["wells_1"]["peak_rss_mib"], results["wells_96"]["peak_rss_mib"]
     results["rss_ratio_96_over_1"] = round(b / a, 3)
     results["rss_growth_96_over_1_mib"] = round(b - a, 1)
     results["rss_growth_one_chunk_over_1_mib"] = round(results["wells_96_one_chunk"]["peak_rss_mib"] - a, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")  # noqa: T201
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

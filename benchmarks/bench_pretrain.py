@@ -95,7 +95,7 @@ def main() -> None:
         for name, rt in variants.items():
             r = bench(dataset, rt, batch=16, seconds=args.seconds)
             results[f"crop{side}_{name}"] = r
-            print(side, name, r, flush=True)  # noqa: T201 - benchmark progress
+            print(side, name, r, flush=True)  # benchmark progress
     feats = cpu_features()
     out = {
         "device": str(device),
@@ -112,7 +112,7 @@ def main() -> None:
     path = args.out or Path("benchmarks/results") / f"pretrain_{device.type}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(path)  # noqa: T201
+    print(path)
 
 
 if __name__ == "__main__":

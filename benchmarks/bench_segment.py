@@ -134,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ids, planes, truths = load_fields(args.shared / "dsb2018", args.limit)
-    print(f"{len(ids)} DSB2018 fluorescence fields loaded", flush=True)  # noqa: T201 - benchmark progress
+    print(f"{len(ids)} DSB2018 fluorescence fields loaded", flush=True)  # benchmark progress
     result: dict[str, Any] = {
         "dataset": "DSB2018 stage1_train, heuristic_modality == fluorescence_gray, first channel",
         "machine": {
@@ -144,17 +144,17 @@ def main() -> None:
         },
         "classical_dsb2018": bench_classical(planes, truths),
     }
-    print("classical", {k: v for k, v in result["classical_dsb2018"].items() if k != "config"}, flush=True)  # noqa: T201
+    print("classical", {k: v for k, v in result["classical_dsb2018"].items() if k != "config"}, flush=True)
     result["classical_stardist_img2d"] = bench_stardist(args.shared / "samples")
-    print("stardist img2d", result["classical_stardist_img2d"], flush=True)  # noqa: T201
+    print("stardist img2d", result["classical_stardist_img2d"], flush=True)
     if args.cellpose_limit:
         result["cellpose_random_weights_dsb2018"] = bench_cellpose_random(planes[: args.cellpose_limit], args.device)
-        print("cellpose (random weights, speed only)", result["cellpose_random_weights_dsb2018"], flush=True)  # noqa: T201
+        print("cellpose (random weights, speed only)", result["cellpose_random_weights_dsb2018"], flush=True)
     device = result.get("cellpose_random_weights_dsb2018", {}).get("device", "cpu").split(":")[0]
     out = args.out or REPO / "benchmarks" / "results" / f"segmentation_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")  # noqa: T201
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

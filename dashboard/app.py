@@ -24,6 +24,6 @@ st.set_page_config(page_title="Microsnoop", page_icon=":material/biotech:", layo
 page = st.navigation(PAGES)
 try:
     page.run()
-except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, never a traceback
+except Exception as exc:  # the last line of defence (logged): a message, never a traceback
     logging.getLogger("dashboard").exception("page %s failed", page.title)
     st.error(f"{page.title} failed unexpectedly: {exc.__class__.__name__}: {exc}. The server log has the details.")

@@ -37,7 +37,7 @@ def main() -> None:
     np.savez_compressed(
         args.out, images=np.asarray(images[picks]), labels=table.loc[picks, "label"].to_numpy().astype(str)
     )
-    print(f"{args.out}: {len(picks)} cells, classes {rest.loc[picks, 'label'].value_counts().to_dict()}")  # noqa: T201
+    print(f"{args.out}: {len(picks)} cells, classes {rest.loc[picks, 'label'].value_counts().to_dict()}")
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def submit_and_wait(
     try:
         api.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, manifest)
         report(f"submitted {KIND} {meta['namespace']}/{meta['name']}")
-    except Exception as exc:  # noqa: BLE001 - the client raises ApiException; only a 409 (exists) is expected
+    except Exception as exc:  # the client raises ApiException; only a 409 (exists) is expected
         if getattr(exc, "status", None) != 409:
             raise TrainJobError(
                 f"cannot create {KIND} {meta['name']} ({exc}); install the Kubeflow Training Operator and let the "

@@ -48,7 +48,7 @@ def upload_pixels(data: bytes, name: str) -> int:
 
         with Image.open(io.BytesIO(data)) as img:
             return int(img.size[0]) * int(img.size[1])
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image we can read"
+    except Exception as exc:  # any decoder failure means "not an image we can read" (re-raised)
         raise BrowseError(f"{name}: not a readable PNG, JPEG or TIFF image ({exc.__class__.__name__})") from exc
 
 

@@ -71,7 +71,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path, ti
         try:
             client.list_buckets()
             return
-        except Exception as exc:  # not listening yet, or still starting its filer
+        except Exception as exc:  # noqa: BLE001 - any client error means not ready yet; the last one is reported
             last = exc
             time.sleep(0.3)
     raise RuntimeError(f"weed mini not ready after {timeout_s:.0f} s ({last}); see {log_path}")

@@ -291,7 +291,7 @@ def dashboard_server(platform: PlatformSettings, tmp_path: Path) -> Iterator[str
     env["MICROSNOOP_DATA_DIR"] = str(platform.data_dir)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1"]
     cmd += ["--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "streamlit.log", "w")  # closed below
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
