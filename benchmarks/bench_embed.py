@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from microsnoop.config import EncoderConfig, PreprocessContract
-from microsnoop.device import Runtime
+from microsnoop.device import Runtime, cpu_features
 from microsnoop.models.checkpoint import save_checkpoint
 from microsnoop.models.unet import MicrosnoopEncoder, MicrosnoopUNet
 from microsnoop.profile import ProfileConfig, profile_images
@@ -80,7 +80,7 @@ def bench_modes(shared: Path, n_cells: int, n_fields: int, device: torch.device)
             "full_field_fields_per_s": round(len(fields) / f, 3),
             "full_field_cells_per_s": round(out["n_field_cells"] / f, 2),
         }
-        print(name, out[name], flush=True)  # noqa: T201 - benchmark progress
+        print(name, out[name], flush=True)  # benchmark progress
     out["bf16_over_fp32_single_cell"] = round(
         out["bf16_channels_last"]["single_cell_img_per_s"] / out["fp32_eager"]["single_cell_img_per_s"], 2
     )
@@ -131,7 +131,7 @@ def bench_rss(sizes: list[int], workdir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         kib = int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         out[f"images_{n}"] = {"peak_rss_mib": round(kib / 1024, 1), "seconds": round(time.perf_counter() - t0, 1)}
-        print(n, out[f"images_{n}"], flush=True)  # noqa: T201
+        print(n, out[f"images_{n}"], flush=True)
     a, b = out[f"images_{sizes[0]}"]["peak_rss_mib"], out[f"images_{sizes[-1]}"]["peak_rss_mib"]
     out["rss_ratio_largest_over_smallest"] = round(b / a, 3)
     out["within_10_percent"] = bool(b <= 1.10 * a)
@@ -159,6 +159,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "device": str(device),
         "torch": torch.__version__,
+        "cpu_capability": cpu_features().describe(),
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -172,7 +173,7 @@ def main() -> None:
     if out.exists():  # keep parts measured by earlier calls with --skip-*
         results = {**json.loads(out.read_text()), **results}
     out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")  # noqa: T201
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from microsnoop import __version__
-from microsnoop.device import Runtime, pick_device
+from microsnoop.device import Runtime, cpu_features, pick_device
 from microsnoop.models.unet import MicrosnoopEncoder, MicrosnoopUNet
 
 
@@ -101,20 +101,20 @@ def main() -> None:
     results: dict[str, Any] = {"inference": {}, "training": {}}
     for name, rt in variants.items():
         results["inference"][name] = bench_inference(rt, args.batch, args.seconds, False)
-        print(name, results["inference"][name], flush=True)  # noqa: T201 - benchmark progress
+        print(name, results["inference"][name], flush=True)  # benchmark progress
     if not args.no_compile:
         for name in ("fp32_channels_last", "bf16_channels_last"):
             try:
                 t0 = time.perf_counter()
                 r = bench_inference(variants[name], args.batch, args.seconds, True)
                 r["compile_and_warmup_s"] = round(time.perf_counter() - t0 - args.seconds, 1)
-            except Exception as exc:  # inductor may lack a compiler on some machines
+            except Exception as exc:  # noqa: BLE001 - inductor may lack a compiler here: the error is the result
                 r = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
             results["inference"][f"{name}_compiled"] = r
-            print(f"{name}_compiled", r, flush=True)  # noqa: T201
+            print(f"{name}_compiled", r, flush=True)
     for name in ("fp32_eager", "bf16_channels_last"):
         results["training"][name] = bench_training(variants[name], args.train_batch, args.seconds)
-        print("train", name, results["training"][name], flush=True)  # noqa: T201
+        print("train", name, results["training"][name], flush=True)
     base = results["inference"]["fp32_eager"]["img_per_s"]
     best = max((v.get("img_per_s", 0), k) for k, v in results["inference"].items())
     results.update(
@@ -126,6 +126,7 @@ def main() -> None:
             },
             "device": str(device),
             "torch": torch.__version__,
+            "cpu_capability": cpu_features().describe(),
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),
@@ -139,7 +140,7 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / f"encoder_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")  # noqa: T201
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

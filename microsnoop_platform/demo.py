@@ -58,6 +58,7 @@ def run_platform_demo(
     """Run the whole platform on the demo data and say what happened; returns the key numbers."""
     from pipelines.runner import run_local
     from services.featurestore import ensure_postgres
+    from services.featurestore.centering import median_pair_cosine
     from services.featurestore.server import redact_dsn
     from services.featurestore.store import FeatureStore
     from services.registry import list_versions
@@ -95,16 +96,27 @@ def run_platform_demo(
         version = store.model_versions("image")[-1]
         query = store.page("image", model_version=version, limit=1).iloc[0]
         hits = store.search("image", model_version=version, entity_id=str(query["entity_id"]), k=5)
+        spread = None
+        if counts.get("cell", 0) >= 2:
+            _, cell_vectors = store.vectors("cell", model_version=store.model_versions("cell")[-1], limit=5000)
+            spread = median_pair_cosine(cell_vectors)
     echo(f"      5 nearest images to {query['entity_id']} ({query.get('label')}), model {version}:")
     for hit in hits:
-        echo(f"        {hit.entity_id}  cosine distance {hit.distance:.2e}  label {hit.metadata.get('label')}")
+        echo(f"        {hit.entity_id}  cosine distance {hit.distance:.3g}  label {hit.metadata.get('label')}")
+    if spread is not None:
+        echo(f"      published cell vectors (centred per model version): median pairwise cosine {spread:.3f}")
     echo(
         "next: 'microsnoop dashboard --data-dir "
         f"{settings.data_dir}' (Streamlit), 'mlflow ui --backend-store-uri {settings.tracking_uri}', "
         f"'microsnoop serve-search --data-dir {settings.data_dir}' (HTTP API); stop the database with "
         f"'microsnoop platform down --data-dir {settings.data_dir}'"
     )
-    return {"counts": counts, "versions": versions.to_dict("records"), "profile": profile}
+    return {
+        "counts": counts,
+        "versions": versions.to_dict("records"),
+        "profile": profile,
+        "median_pair_cosine": spread,
+    }
 
 
 def _scores(row: dict[str, Any]) -> str:

@@ -87,3 +87,19 @@ def centre_table(table: pd.DataFrame, feature_columns: list[str], centre: np.nda
     out = table.copy()
     out[feature_columns] = apply_centre(table[feature_columns].to_numpy(), centre)
     return out
+
+
+def median_pair_cosine(vectors: np.ndarray, *, pairs: int = 5000, seed: int = 0) -> float:
+    """Median cosine similarity of random distinct row pairs: near 1 means distances too crowded to read.
+
+    >>> round(median_pair_cosine(np.eye(3)), 3)
+    0.0
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if len(x) < 2:
+        raise ValueError("need at least two vectors to compare")
+    rng = np.random.default_rng(seed)
+    i = rng.integers(len(x), size=pairs)
+    j = (i + rng.integers(1, len(x), size=pairs)) % len(x)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return float(np.median(np.sum(unit[i] * unit[j], axis=1)))
