@@ -74,5 +74,8 @@ def with_embedding_options(
     >>> with_embedding_options(PreprocessContract(), canvas="crop", pooling="valid").canvas
     'crop'
     """
-    changes = {k: v for k, v in (("canvas", canvas), ("pooling", pooling)) if v is not None}
-    return replace(contract, **changes) if changes else contract
+    return replace(
+        contract,
+        canvas=contract.canvas if canvas is None else canvas,
+        pooling=contract.pooling if pooling is None else pooling,
+    )
