@@ -1,4 +1,4 @@
-"""BBBC021 cells: embed real cells, sphere on DMSO (scope auto), well means, then dose retrieval mAP (copairs)."""
+"""BBBC021 cells: embed real cells, sphere on DMSO (scope auto and per plate), well means, dose retrieval mAP."""
 
 from __future__ import annotations
 
@@ -29,12 +29,25 @@ CELLS_NPZ = "bbbc021_singlecell_small_200perwell.npz"
 
 
 def dose_scores(md: pd.DataFrame, feats: np.ndarray, config: SuiteConfig) -> ScoreTree:
-    """Sphere cells on DMSO, average per well, then dose-replicate and treated-vs-DMSO retrieval mAP."""
+    """Dose-replicate and treated-vs-DMSO retrieval mAP after sphering on DMSO, both ways.
+
+    ``sphered_auto``: the default scope rule (global unless every plate has >= 2 DMSO cells per feature);
+    ``sphered_per_plate``: one transform per plate, forced. Cells are averaged per well after sphering.
+    """
     cols = [f"f{i}" for i in range(feats.shape[1])]
     cells = pd.concat([md, pd.DataFrame(feats, columns=cols)], axis=1)
+    return {
+        f"sphered_{name}": _retrieval_after_sphering(cells, cols, sphere, config)
+        for name, sphere in (("auto", SphereConfig()), ("per_plate", SphereConfig(scope="batch")))
+    }
+
+
+def _retrieval_after_sphering(
+    cells: pd.DataFrame, cols: list[str], sphere: SphereConfig, config: SuiteConfig
+) -> ScoreTree:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewControlsWarning)
-        fitted = fit_sphering(cells, SphereConfig(), cols)  # scope auto: per plate only with enough DMSO cells
+        fitted = fit_sphering(cells, sphere, cols)
         sphered = apply_sphering(cells, fitted)
     wells = per_well(sphered)
     dose = retrieval_map(
