@@ -217,13 +217,21 @@ def embed_step(
     rc: float = 1.0,
     gray_rgb: bool = False,
     device: str = "auto",
+    canvas: str = "crop",
+    pooling: str = "valid",
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
-    """Embed a (segmented) source table with a registered or local encoder, resumably."""
+    """Embed a (segmented) source table with a registered or local encoder, resumably.
+
+    Cells are embedded content-aware by default (``canvas="crop"``, ``pooling="valid"``: better on every
+    suite for the shipped and the untrained network, see docs/method-fidelity.md); pass ``"fixed"`` and
+    ``"all"`` for the paper's 224 canvas.
+    """
     from microsnoop.device import init_runtime
     from microsnoop.io.sources import source_from_table
     from microsnoop.models.checkpoint import load_encoder
     from microsnoop.profile import ProfileConfig
+    from microsnoop.protocol import with_embedding_options
     from microsnoop.stream import StreamConfig, run_embedding
     from services.registry import resolve_encoder
 
@@ -236,7 +244,7 @@ def embed_step(
         source,
         Path(out_dir),
         encoder,
-        encoder.preprocess,
+        with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling),
         init_runtime(device=device, amp=settings.amp),
         model_id=version,
         profile=ProfileConfig(mode=mode, rc=rc),
