@@ -45,7 +45,9 @@ def bench(dataset: CropDataset, runtime: Runtime, *, batch: int, seconds: float)
         t0 = time.perf_counter()
         target = torch.stack([dataset[(0, step * batch + j, int(rng.integers(len(dataset))))] for j in range(batch)])
         t_load = time.perf_counter()
-        mask = make_patch_mask(batch, target.shape[-2], target.shape[-1], MaskConfig())
+        mask = make_patch_mask(
+            batch, target.shape[-2], target.shape[-1], MaskConfig(), generator=torch.Generator().manual_seed(step)
+        )
         with runtime.autocast():
             pred = model(runtime.to_input(apply_mask(target, mask)))
         loss = F.mse_loss(pred.float(), target.float())

@@ -76,9 +76,7 @@ def test_publish_centres_and_raw_queries_land_in_the_same_space(
 
 def test_raw_publish_stores_no_centre(pg_dsn: str, pg_settings: PlatformSettings, tmp_path: Path) -> None:
     x = crowded(30)
-    publish_step(
-        str(embeddings_dir(tmp_path / "raw", x)), model_version="raw-v1", centre=False, settings=pg_settings
-    )
+    publish_step(str(embeddings_dir(tmp_path / "raw", x)), model_version="raw-v1", centre=False, settings=pg_settings)
     with FeatureStore(pg_dsn) as store:
         assert store.centre("image", "raw-v1") is None
         hits = store.search("image", model_version="raw-v1", vector=x[3], k=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from microsnoop.config import PreprocessContract
+from microsnoop.config import EncoderConfig, PreprocessContract
 from microsnoop.device import CpuFeatures, check_amp, init_runtime, pick_amp, pick_device, precision_record
 from microsnoop.embed import embed_images
 from microsnoop.models.unet import MicrosnoopEncoder
@@ -54,7 +54,7 @@ def _embed(device: str, amp: str) -> np.ndarray:
     torch.manual_seed(0)
     images = np.random.default_rng(0).random((4, 2, 68, 68)).astype(np.float32)
     rt = init_runtime(device=device, amp=amp)
-    return embed_images(MicrosnoopEncoder(), images, PreprocessContract(), rt)
+    return embed_images(MicrosnoopEncoder(EncoderConfig(depths=(8, 16, 32))), images, PreprocessContract(), rt)
 
 
 def test_bf16_embedding_is_close_to_fp32_on_cpu() -> None:
