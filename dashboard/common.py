@@ -17,6 +17,7 @@ import streamlit as st
 from services.browse import benchmarks as bench
 from services.browse import expected_errors, explain, overview, projection, similarity, thumbnails
 from services.featurestore import FeatureStore
+from services.featurestore.store import ReadOnlyStore
 from services.settings import PlatformSettings, load_settings
 
 T = TypeVar("T")
@@ -52,7 +53,9 @@ def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @st.cache_resource(show_spinner="Connecting to the feature store...")
 def _store(key: str, _settings: PlatformSettings) -> FeatureStore:
-    return FeatureStore.from_settings(_settings)
+    # In a cluster the dashboard's database role only reads: open without DDL. Locally the embedded
+    # server is started (and its schema created) as before.
+    return ReadOnlyStore(_settings.pg_dsn) if _settings.pg_dsn else FeatureStore.from_settings(_settings)
 
 
 def store(s: PlatformSettings) -> FeatureStore:

@@ -34,9 +34,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.featurestore.schema import CATALOG, LEVELS, StoreError, table_name
+from services.featurestore.schema import LEVELS, StoreError, table_name
 from services.featurestore.server import PostgresError, running_dsn
-from services.featurestore.store import MAX_K, FeatureStore, NotFoundError
+from services.featurestore.store import MAX_K, FeatureStore, NotFoundError, ReadOnlyStore
 from services.search_auth import READ_SCOPE, ApiKey, KeyRing
 from services.settings import PlatformSettings
 
@@ -137,16 +137,6 @@ def unit_query(vector: list[float]) -> np.ndarray:
         raise StoreError("the query vector is all zeros; give a vector with at least one non-zero value")
     q = q / scale  # no overflow in the norm below
     return (q / np.linalg.norm(q)).astype(np.float32)
-
-
-class ReadOnlyStore(FeatureStore):
-    """The feature store opened without DDL: the API's database role may only read (``SELECT``)."""
-
-    def _ensure_schema(self) -> None:
-        with self._transaction(vectors=False) as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (CATALOG,))
-            if not cur.fetchone()[0]:  # type: ignore[index]
-                raise NotFoundError("the feature store holds no tables yet; publish embeddings first")
 
 
 class _StoreHolder:

@@ -502,3 +502,14 @@ class FeatureStore:
         """Raise unless the database answers (for health checks)."""
         with self._transaction(vectors=False) as cur:
             cur.execute("SELECT 1")
+
+
+class ReadOnlyStore(FeatureStore):
+    """The feature store opened without DDL, for readers whose database role may only ``SELECT``
+    (the search API and the dashboard in a cluster)."""
+
+    def _ensure_schema(self) -> None:
+        with self._transaction(vectors=False) as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (schema.CATALOG,))
+            if not cur.fetchone()[0]:  # type: ignore[index]
+                raise NotFoundError("the feature store holds no tables yet; publish embeddings first")
