@@ -21,8 +21,9 @@ from microsnoop.config import (
 from microsnoop.errors import MicrosnoopError
 
 AMP_HELP = (
-    "Autocast: auto (bf16 on CPUs with native bf16, i.e. AMX or AVX512-BF16, and on bf16 GPUs; fp16 on older GPUs; "
-    "fp32 elsewhere, e.g. AVX2-only CPUs), bf16, fp16 or off (fp32). Pipeline steps read MICROSNOOP_AMP."
+    "Autocast: auto (bf16 on AMX CPUs and bf16 GPUs, fp16 on older GPUs, fp32 elsewhere: on AVX2-only CPUs bf16 is "
+    "emulated, and with AVX512-BF16 alone it measured slower than fp32), bf16, fp16 or off (fp32). "
+    "Pipeline steps read MICROSNOOP_AMP."
 )
 
 if TYPE_CHECKING:

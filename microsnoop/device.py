@@ -66,8 +66,10 @@ class CpuFeatures:
 
     @property
     def native_bf16(self) -> bool:
-        """True when the CPU runs bf16 matmuls natively (AMX tiles or AVX512-BF16 dot products)."""
-        return self.amx or self.avx512_bf16
+        """True when bf16 autocast pays off: AMX tiles. With AVX512-BF16 alone (bf16 dot products only) bf16
+        autocast measured 0.80-0.90x of fp32 + channels-last here (benchmarks/results/pretrain_cpu.json,
+        cellcycle_embed_cpu.json), and on AVX2-only CPUs it is emulated and ~8x slower."""
+        return self.amx
 
     def describe(self) -> str:
         """One-line description, e.g. ``AVX512 (AMX: no, AVX512-BF16: yes)``."""
@@ -85,8 +87,8 @@ def cpu_features() -> CpuFeatures:
 
 
 def pick_amp(device: torch.device, amp: str, *, cpu: CpuFeatures | None = None) -> torch.dtype | None:
-    """Autocast dtype for ``amp``: ``auto`` is bf16 on bf16 GPUs, fp16 on older GPUs, bf16 on CPUs with native
-    bf16 (AMX or AVX512-BF16), else fp32 (on AVX2-only CPUs bf16 is emulated and ~8x slower than fp32).
+    """Autocast dtype for ``amp``: ``auto`` is bf16 on bf16 GPUs, fp16 on older GPUs, bf16 on AMX CPUs, else fp32
+    (see :attr:`CpuFeatures.native_bf16`).
     """
     check_amp(amp)
     if amp == "off":

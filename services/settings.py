@@ -27,8 +27,7 @@ MICROSNOOP_SHARD_PARALLELISM     most profiling shards segmented/embedded at onc
 MICROSNOOP_STEPS_SECRET_NAME     Secret whose MICROSNOOP_* keys every compiled step gets     none
                                  as environment variables (service DSNs and S3 keys)
 MICROSNOOP_AMP                   autocast of the steps that run the network (auto, bf16,     ``auto``: bf16 only on
-                                 fp16, off); ``auto`` is bf16 only where the CPU runs it      AMX/AVX512-BF16 CPUs
-                                 natively
+                                 fp16, off)                                                  AMX CPUs and GPUs
 MICROSNOOP_SEARCH_API_KEYS       file of hashed search-API keys, re-read when it changes     none: open, loopback
                                  (format in services/search_auth.py)                         only
 ===============================  ==========================================================  ======================

@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 def test_auto_picks_fp32_where_bf16_is_emulated_and_bf16_where_native() -> None:
     assert pick_amp(CPU, "auto", cpu=AVX2) is None
     assert pick_amp(CPU, "auto", cpu=AMX) == torch.bfloat16
-    assert pick_amp(CPU, "auto", cpu=AVX512_BF16) == torch.bfloat16
+    assert pick_amp(CPU, "auto", cpu=AVX512_BF16) is None  # measured slower than fp32 without AMX
     # explicit choices win over the capability
     assert pick_amp(CPU, "bf16", cpu=AVX2) == torch.bfloat16
     assert pick_amp(CPU, "off", cpu=AMX) is None
