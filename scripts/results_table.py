@@ -32,7 +32,7 @@ def build(results: Path) -> str:
         e = json.loads(enc.read_text())
         rows = " | ".join(f"{k} {v.get('img_per_s', 'n/a')}" for k, v in e["inference"].items())
         parts.append(
-            f"Encoder img/s at 224x224 on a {e.get('cpu_capability', 'CPU of unrecorded capability')} CPU "
+            f"Encoder img/s at 224x224 on a {e.get('cpu_capability', 'capability-unrecorded')} CPU "
             f"({e['threads']} threads, {e.get('date', 'undated')}): {rows}; training "
             + ", ".join(f"{k} {v['img_per_s']}" for k, v in e["training"].items())
             + " img/s "
