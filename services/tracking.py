@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -25,12 +26,23 @@ _BATCH = 100
 
 # -- clients and experiments --------------------------------------------------------------------------
 def tracking_client(settings: PlatformSettings) -> MlflowClient:
-    """A client on the settings' tracking and registry URI (telemetry off; the SQLite folder created)."""
+    """A client on the settings' tracking and registry URI (telemetry off; the SQLite folder created).
+
+    On SQLite the tables are created or migrated under an exclusive file lock: two pipeline steps opening a
+    fresh database at once would otherwise race in MLflow's migrations ('table _alembic_tmp_... exists').
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # tracking tables created / migrated here
+        client.search_registered_models(max_results=1)  # registry tables
+    return client
 
 
 @contextlib.contextmanager
