@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -79,12 +80,20 @@ def run_local(name: str, arguments: Mapping[str, Any], settings: PlatformSetting
 
     _check_name(name)
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    with settings_environment(settings), warnings.catch_warnings():
-        # Expected here: the local runner uses this environment instead of the image, and ignores GPU requests.
-        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-        task = PIPELINES[name](settings)(**arguments)
+    # kfp.local indents task logs by swapping builtins.print; ParallelFor tasks run in threads whose swaps
+    # interleave, which can leave print replaced after the run (numba then fails to import): restore it.
+    original_print = builtins.print
+    try:
+        with settings_environment(settings), warnings.catch_warnings():
+            # Expected here: the local runner uses this environment instead of the image, and ignores GPU requests.
+            warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            local.init(
+                runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
+            )
+            task = PIPELINES[name](settings)(**arguments)
+    finally:
+        builtins.print = original_print
     return LocalRun(pipeline_root, dict(getattr(task, "outputs", {}) or {}))
 
 

@@ -6,6 +6,7 @@ No Kubeflow Pipelines server can run here, so ``submit`` is checked against a re
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -178,7 +179,9 @@ def test_profiling_runs_locally_and_republishing_keeps_row_counts(
         "label_column": "Metadata_Label",
         "n_shards": 2,  # kfp.local runs the ParallelFor over the shard plan
     }
+    print_before = builtins.print
     run_local("profiling", args, platform_settings, pipeline_root=tmp_path / "kfp1")
+    assert builtins.print is print_before  # kfp.local's threaded log indentation must not leak out
     with FeatureStore.from_settings(platform_settings) as store:
         first = store.counts()
         version = store.model_versions("image")[-1]
