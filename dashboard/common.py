@@ -189,5 +189,6 @@ def thumbnail_grid(s: PlatformSettings, rows: list[dict[str, Any]], view: dict[s
                     st.image(image, width="stretch")
                 head = f"**#{row['rank']}** " if "rank" in row else ""
                 dist = f"  \ndistance {row['distance']:.4g}" if "distance" in row else ""
-                entity = similarity.escape_markdown(row["entity_id"])
-                st.markdown(f"{head}{entity}{dist}  \n{caption(row)}")
+                # A code span shows the id literally (no links, HTML or formatting); backticks cannot close it.
+                entity = " ".join(str(row["entity_id"]).replace("`", "'").split())
+                st.markdown(f"{head}`{entity}`{dist}  \n{caption(row)}")
