@@ -20,6 +20,11 @@ from services.staging import archive_files, content_digest, local_input
 log = logging.getLogger(__name__)
 
 
+# How the platform embeds cells (the profiling step and dashboard uploads must agree): content-aware.
+EMBED_CANVAS = "crop"
+EMBED_POOLING = "valid"
+
+
 def curate_step(inputs: list[str], out_dir: str, *, types_table: str = "") -> dict[str, Any]:
     """Curate a pretraining pool from image folders or a path/type table (local or ``s3://``)."""
     import tempfile
@@ -217,8 +222,8 @@ def embed_step(
     rc: float = 1.0,
     gray_rgb: bool = False,
     device: str = "auto",
-    canvas: str = "crop",
-    pooling: str = "valid",
+    canvas: str = EMBED_CANVAS,
+    pooling: str = EMBED_POOLING,
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
     """Embed a (segmented) source table with a registered or local encoder, resumably.

@@ -149,10 +149,11 @@ def embed_upload(
     from microsnoop.device import init_runtime
     from microsnoop.models.checkpoint import load_encoder
     from microsnoop.profile import ProfileConfig, profile_images
+    from microsnoop.protocol import with_embedding_options
     from microsnoop.segment import make_segmenter
     from services.browse.thumbnails import decode_image
     from services.registry import resolve_encoder
-    from services.steps import model_version_of
+    from services.steps import EMBED_CANVAS, EMBED_POOLING, model_version_of
 
     check_upload(data, name)
     checkpoint = resolve_encoder(settings, ref)
@@ -179,10 +180,11 @@ def embed_upload(
         return labels
 
     config = ProfileConfig(mode="cell-region", rc=1.0)
-    (profile,) = profile_images(encoder, [image], encoder.preprocess, runtime, config, segment=segment_capped)
+    contract = with_embedding_options(encoder.preprocess, canvas=EMBED_CANVAS, pooling=EMBED_POOLING)
+    (profile,) = profile_images(encoder, [image], contract, runtime, config, segment=segment_capped)
     if profile.embedding is None:
         rescale = ProfileConfig(mode="rescale")
-        (profile,) = profile_images(encoder, [image], encoder.preprocess, runtime, rescale)
+        (profile,) = profile_images(encoder, [image], contract, runtime, rescale)
     if profile.embedding is None:
         raise BrowseError(f"{name}: could not embed the image")
     return np.asarray(profile.embedding, dtype=np.float32), version
