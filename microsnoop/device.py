@@ -15,6 +15,7 @@ from microsnoop.config import check_amp
 from microsnoop.errors import DeviceError
 
 log = logging.getLogger(__name__)
+_DTYPE_NAMES: dict[torch.dtype | None, str] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def pick_amp(device: torch.device, amp: str, *, cpu: CpuFeatures | None = None) 
 
 def describe_precision(runtime: Runtime) -> str:
     """Human-readable precision choice, e.g. ``fp32 on cpu AVX2 (AMX: no, AVX512-BF16: no)``."""
-    dtype = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[runtime.amp_dtype]
+    name = _DTYPE_NAMES[runtime.amp_dtype]
+    dtype = name if runtime.amp_dtype is None else f"{name} autocast"
     where = f"cpu {cpu_features().describe()}" if runtime.device.type == "cpu" else str(runtime.device)
     layout = " + channels-last" if runtime.channels_last else ""
     return f"{dtype}{layout} on {where}"
@@ -115,7 +117,7 @@ def precision_record(runtime: Runtime) -> dict[str, str]:
     feats = cpu_features()
     return {
         "device": str(runtime.device),
-        "amp_dtype": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[runtime.amp_dtype],
+        "amp_dtype": _DTYPE_NAMES[runtime.amp_dtype],
         "channels_last": str(runtime.channels_last).lower(),
         "cpu_capability": feats.capability,
         "cpu_amx": str(feats.amx).lower(),

@@ -118,16 +118,18 @@ def reconstruction_loss(
     return F.mse_loss(pred.float(), target.to(pred.device).float())
 
 
-def _check_resumable(saved: dict[str, Any], config: PretrainConfig, path: Path, pool_hash: str | None = None) -> None:
+def _check_resumable(
+    saved: dict[str, Any], config: PretrainConfig, path: Path, *, saved_pool: str | None, pool_hash: str
+) -> None:
     now = config.to_dict()
     filled = {
         k: {**_NESTED_DEFAULTS[k], **v} if k in _NESTED_DEFAULTS and isinstance(v, dict) else v
         for k, v in saved.items()
     }
     diffs = [k for k in TRAJECTORY_KEYS if filled.get(k) != now.get(k)]
-    if pool_hash is not None and saved.get("pool_manifest_hash") not in (None, pool_hash):
+    if saved_pool not in (None, pool_hash):
         raise CheckpointError(
-            f"{path}: was trained on another pool (manifest hash {str(saved['pool_manifest_hash'])[:12]}, this pool "
+            f"{path}: was trained on another pool (manifest hash {str(saved_pool)[:12]}, this pool "
             f"{pool_hash[:12]}); resume on the same --pool, or pass a new --out folder (or --no-resume)"
         )
     if diffs:
@@ -185,7 +187,13 @@ def _pretrain(
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
         state = ckpt.training_state or {}
-        _check_resumable({**state.get("config", {}), **state.get("pool", {})}, config, last_path, pool_hash)
+        _check_resumable(
+            state.get("config", {}),
+            config,
+            last_path,
+            saved_pool=ckpt.provenance.get("pool_manifest_hash"),
+            pool_hash=pool_hash,
+        )
         model.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -322,7 +330,6 @@ def _save_all(
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "config": config.to_dict(),
-        "pool": {"pool_manifest_hash": provenance["pool_manifest_hash"]},
     }
     save_checkpoint(last_path, model, preprocess=config.preprocess, provenance=prov, training_state=state)
     save_checkpoint(enc_path, model, preprocess=config.preprocess, provenance=prov, encoder_only=True)

@@ -81,3 +81,18 @@ def test_loss_falls_on_real_images(demo_pool: Path, tmp_path: Path) -> None:
     assert encoder.preprocess.input_size == 64
     prov = encoder.provenance
     assert prov["epochs"] == 8 and len(prov["pool_manifest_hash"]) == 64 and prov["seed"] == 0
+
+
+@pytest.mark.slow
+def test_resume_onto_another_pool_is_refused(demo_pool: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    config = tiny_config(nepoch=2, max_epochs_this_run=1, images_per_epoch=4)
+    pretrain(demo_pool, tmp_path / "run", config, device="cpu", progress=False)
+    other = shutil.copytree(demo_pool, tmp_path / "other_pool")
+    manifest = pd.read_parquet(other / "manifest.parquet")
+    manifest.iloc[1:].to_parquet(other / "manifest.parquet")  # one plane fewer: another pool
+    with pytest.raises(CheckpointError, match="another pool"):
+        pretrain(other, tmp_path / "run", config, device="cpu", progress=False)
