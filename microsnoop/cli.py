@@ -130,6 +130,13 @@ def pretrain(
         typer.Option(help="Probe set (.npz from scripts/make_probe_set.py): kNN accuracy logged to probe.jsonl."),
     ] = None,
     probe_every: Annotated[int, typer.Option(help="Epochs between probe evaluations.")] = 5,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Warm-start from this checkpoint's weights (a run's last.pt or encoder.pt, same --depths); "
+            "fresh optimiser and schedule, recorded in the provenance."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, sampling, crops and masks.")] = 0,
     protocol: Annotated[
         str,
@@ -194,6 +201,7 @@ def pretrain(
         time_budget_s=time_budget_min * 60 if time_budget_min else None,
         progress=progress,
         probe=ProbeConfig(probe, every=probe_every) if probe is not None else None,
+        init_from=init_from,
     )
     typer.echo(f"epochs done: {result.epochs_done}/{nepoch}; encoder: {result.encoder_checkpoint}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -149,11 +150,15 @@ def pretrain(
     time_budget_s: float | None = None,
     progress: bool = True,
     probe: ProbeConfig | None = None,
+    init_from: Path | None = None,
 ) -> PretrainResult:
-    """Train the U-Net to reconstruct masked crops of the pool; write checkpoints and metrics to ``out_dir``."""
+    """Train the U-Net to reconstruct masked crops of the pool; write checkpoints and metrics to ``out_dir``.
+
+    ``init_from`` warm-starts a new run from another run's weights (fresh optimiser and schedule).
+    """
     runtime = init_runtime(device=device, amp=config.amp, channels_last=config.channels_last)
     with distributed_session(runtime):
-        return _pretrain(pool_dir, out_dir, config, runtime, resume, time_budget_s, progress, probe)
+        return _pretrain(pool_dir, out_dir, config, runtime, resume, time_budget_s, progress, probe, init_from)
 
 
 def _pretrain(
@@ -165,6 +170,7 @@ def _pretrain(
     time_budget_s: float | None,
     progress: bool,
     probe: ProbeConfig | None,
+    init_from: Path | None,
 ) -> PretrainResult:
     manifest = load_pool_manifest(pool_dir)
     train_rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
@@ -184,9 +190,16 @@ def _pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16 and runtime.device.type == "cuda")
     start_epoch = 0
+    init_record = initial_weights(model, init_from) if init_from is not None else None
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
         state = ckpt.training_state or {}
+        started = ckpt.provenance.get("init_from") or {}
+        if started.get("sha256") != (init_record or {}).get("sha256"):
+            raise CheckpointError(
+                f"{last_path}: was started from other initial weights ({started.get('path', 'none')}); "
+                "resume with the same --init-from, or pass a new --out folder"
+            )
         _check_resumable(
             state.get("config", {}),
             config,
@@ -224,6 +237,7 @@ def _pretrain(
         "types": sorted(set(types.tolist())),
         "config": config.to_dict(),
         "precision": precision_record(runtime),
+        "init_from": init_record,
     }
     if probe_set is not None and probe is not None and start_epoch == 0:
         _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=-1)
@@ -303,6 +317,33 @@ def _pretrain(
         epochs_done=epoch + 1,
         finished=epoch + 1 >= config.nepoch,
     )
+
+
+def initial_weights(model: MicrosnoopUNet, path: Path) -> dict[str, Any]:
+    """Load another run's weights into ``model`` (whole U-Net, or the encoder alone); return their record."""
+    ckpt = load_checkpoint(path)
+    if ckpt.encoder.to_dict() != model.config.to_dict():
+        raise CheckpointError(
+            f"{path}: its network ({ckpt.encoder.to_dict()}) differs from this run's ({model.config.to_dict()}); "
+            "pass the same --depths and --decoder-variant, or another --init-from"
+        )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    expected = model.state_dict().keys()
+    encoder_keys = {k for k in expected if k.startswith("encoder.")}
+    if set(state) == set(expected):
+        model.load_state_dict(state)
+        part = "unet"
+    elif set(state) == encoder_keys:
+        model.load_state_dict(state, strict=False)
+        part = "encoder"
+    else:
+        raise CheckpointError(
+            f"{path}: its weights do not match this network's layers; pass a checkpoint written by "
+            "'microsnoop pretrain' with the same --depths"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    log.info("initial weights (%s) from %s, sha256 %s", part, path, digest[:16])
+    return {"path": str(path), "sha256": digest, "part": part, "epochs": ckpt.provenance.get("epochs")}
 
 
 def _agree(flag: bool, runtime: Runtime) -> bool:

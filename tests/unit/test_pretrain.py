@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from microsnoop.config import EncoderConfig
 from microsnoop.errors import CheckpointError
 from microsnoop.models.checkpoint import load_checkpoint, load_encoder
 from microsnoop.pretrain.data import plan_epoch
@@ -96,3 +97,32 @@ def test_resume_onto_another_pool_is_refused(demo_pool: Path, tmp_path: Path) ->
     manifest.iloc[1:].to_parquet(other / "manifest.parquet")  # one plane fewer: another pool
     with pytest.raises(CheckpointError, match="another pool"):
         pretrain(other, tmp_path / "run", config, device="cpu", progress=False)
+
+
+def test_init_from_warm_starts_with_the_given_weights_and_refuses_a_mismatch(demo_pool: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(nepoch=2, max_epochs_this_run=1, images_per_epoch=4)
+    first = pretrain(demo_pool, tmp_path / "first", cfg, device="cpu", progress=False)
+    warm = pretrain(
+        demo_pool,
+        tmp_path / "warm",
+        tiny_config(nepoch=2, images_per_epoch=4, lr=0.0, warmup_epochs=0),
+        device="cpu",
+        progress=False,
+        init_from=first.last_checkpoint,
+    )
+    start, after = _weights(first.last_checkpoint), _weights(warm.last_checkpoint)
+    conv = [k for k in start if k.endswith("weight") and start[k].ndim == 4]
+    assert conv and all(torch.equal(start[k], after[k]) for k in conv), "lr 0 must keep the initial weights"
+    record = load_checkpoint(warm.last_checkpoint).provenance["init_from"]
+    assert record["part"] == "unet" and record["epochs"] == 1 and len(record["sha256"]) == 64
+    with pytest.raises(CheckpointError, match="other initial weights"):
+        pretrain(demo_pool, tmp_path / "warm", tiny_config(nepoch=3, images_per_epoch=4), device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="differs from this run's"):
+        pretrain(
+            demo_pool,
+            tmp_path / "other",
+            tiny_config(nepoch=2, images_per_epoch=4, encoder=EncoderConfig(depths=(8, 16, 32, 64))),
+            device="cpu",
+            progress=False,
+            init_from=first.last_checkpoint,
+        )
