@@ -43,6 +43,7 @@ from services.settings import PlatformSettings
 _log = logging.getLogger(__name__)
 
 Level = Literal["cell", "image", "treatment"]
+Space = Literal["raw", "published"]
 FilterKey = Literal["plate", "well", "compound", "dose", "moa", "label", "image_id", "image_uri"]
 _UNAVAILABLE = "the feature store database is unavailable; retry later (the server log has the cause)"
 _Scope = MutableMapping[str, Any]
@@ -85,6 +86,11 @@ class SearchRequest(BaseModel):
     exclude_same: list[FilterKey] = Field(default_factory=list)
     exact: bool = False
     ef_search: int | None = Field(None, ge=1, le=1000, description="HNSW candidate list; higher = better recall")
+    space: Space = Field(
+        "raw",
+        description="raw: the vector as 'microsnoop embed' wrote it (centred here like the published vectors); "
+        "published: a vector as /entities returns it (already centred)",
+    )
 
     @field_validator("model_version", "entity_id")
     @classmethod
@@ -127,14 +133,21 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
 
 
-def unit_query(vector: list[float]) -> np.ndarray:
-    """The query scaled to unit length in float64 (cosine is scale-free; 1e-30 or 3e38 would under/overflow)."""
+def query_vector(vector: list[float], space: Space = "published") -> np.ndarray:
+    """The query as float32: a published one scaled to unit length, a raw one as is (its centring needs its scale).
+
+    Cosine is scale-free in the published space, where scaling first keeps 1e-30 or 3e38 from under/overflowing.
+    """
     q = np.asarray(vector, dtype=np.float64)
     if not np.isfinite(q).all():
         raise StoreError("the query vector must hold finite numbers only (no NaN or infinity)")
     scale = np.abs(q).max()
     if scale == 0 or not np.isfinite(scale):
         raise StoreError("the query vector is all zeros; give a vector with at least one non-zero value")
+    if space == "raw":
+        if scale > np.finfo(np.float32).max:
+            raise StoreError("a raw query vector must fit in float32 (|value| < 3.4e38); embeddings never exceed it")
+        return q.astype(np.float32)
     q = q / scale  # no overflow in the norm below
     return (q / np.linalg.norm(q)).astype(np.float32)
 
@@ -360,7 +373,8 @@ def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, k
             hits = store.search(
                 request.level,
                 model_version=version,
-                vector=None if request.vector is None else unit_query(request.vector),
+                vector=None if request.vector is None else query_vector(request.vector, request.space),
+                raw_query=request.space == "raw",
                 entity_id=request.entity_id,
                 k=request.k,
                 filters={str(k): v for k, v in request.filters.items()},
@@ -391,7 +405,13 @@ def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, k
         vector = row.pop("embedding")
         metadata = {k: v for k, v in row.items() if v is not None and k != "entity_id"}
         metadata["published_at"] = row["published_at"].isoformat()
-        return {"entity_id": entity_id, "model_version": version, "metadata": metadata, "vector": vector.tolist()}
+        return {
+            "entity_id": entity_id,
+            "model_version": version,
+            "metadata": metadata,
+            "vector": vector.tolist(),
+            "space": "published",
+        }
 
     return app
 

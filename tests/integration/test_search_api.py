@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.featurestore import FeatureStore
+from services.featurestore.centering import centre_table
 from services.featurestore.schema import FILTER_KEYS
 from services.search_api import FilterKey, create_app
 from services.settings import PlatformSettings
@@ -82,6 +83,36 @@ def test_get_entity(client: TestClient, vectors: np.ndarray) -> None:
     np.testing.assert_allclose(body["vector"], vectors[3], rtol=1e-6)
     assert client.get("/entities/image/nope").status_code == 404
     assert client.get("/entities/organelle/api0003").status_code == 422
+
+
+def test_raw_and_published_query_vectors_on_a_centred_version(client: TestClient, pg_dsn: str) -> None:
+    """Raw embeddings share a large common offset; the published space is centred on it."""
+    rng = np.random.default_rng(5)
+    raw = (rng.normal(size=(40, 12)) + 25.0).astype(np.float32)
+    cols = [f"ch0_{k:03d}" for k in range(12)]
+    table = pd.DataFrame(raw, columns=cols)
+    table.insert(0, "Metadata_ImageID", [f"cen{i:02d}" for i in range(40)])
+    with FeatureStore(pg_dsn) as store:
+        centre = store.centre("image", "api-centred", raw)
+        assert centre is not None
+        store.publish("image", centre_table(table, cols, centre), model_version="api-centred")
+
+    def ask(vector: list[float], **extra: object) -> dict[str, object]:
+        body = {"level": "image", "model_version": "api-centred", "vector": vector, "k": 3, "exact": True, **extra}
+        response = client.post("/search", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    raw_hit = ask(raw[7].tolist())  # a raw vector, as 'microsnoop embed' writes it
+    assert raw_hit["ids"][0] == "cen07" and raw_hit["distances"][0] < 1e-4
+    published = client.get("/entities/image/cen07", params={"model_version": "api-centred"}).json()
+    assert published["space"] == "published"
+    same = ask(published["vector"], space="published")
+    assert same["ids"][0] == "cen07" and same["distances"][0] < 1e-4
+    twice = ask(published["vector"])  # the published vector read as raw is centred a second time
+    assert twice["distances"][0] > same["distances"][0] + 1e-3
+    wrong = client.post("/search", json={"level": "image", "vector": [1.0] * 12, "space": "centred"})
+    assert wrong.status_code == 422 and "space" in wrong.text
 
 
 @pytest.mark.parametrize(
