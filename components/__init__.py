@@ -25,6 +25,7 @@ STAGES = (
     "segment",
     "embed",
     "merge_shards",
+    "joint",
     "sphere",
     "evaluate",
     "publish_features",
@@ -46,6 +47,7 @@ class Components:
     segment: PythonComponent
     embed: PythonComponent
     merge_shards: PythonComponent
+    joint: PythonComponent
     sphere: PythonComponent
     evaluate: PythonComponent
     publish_features: PythonComponent

@@ -3,8 +3,8 @@
 from kfp.dsl import Dataset, Output
 
 
-def stage_images(source_table: str, staged: Output[Dataset]) -> dict:
-    """Upload the images of a path table; the staged table carries their store URIs."""
+def stage_images(source_table: str, zarr_level: int, staged: Output[Dataset]) -> dict:
+    """Upload the images of a path table or OME-Zarr (at resolution zarr_level); the staged table carries their URIs."""
     from services.staging import stage_source_step
 
-    return stage_source_step(source_table, staged.path)
+    return stage_source_step(source_table, staged.path, level=zarr_level)

@@ -10,7 +10,7 @@ from components import Components, build_components, stage_of
 from pipelines.tasks import configure_task
 from services.settings import PlatformSettings
 
-PIPELINE_VERSION = "4"  # bump when a pipeline's wiring or signature changes
+PIPELINE_VERSION = "5"  # bump when a pipeline's wiring or signature changes
 
 
 def _step(component: Any, settings: PlatformSettings, **kwargs: Any) -> Any:
@@ -87,13 +87,15 @@ class ProfilingArgs:
     batch_column: Any
     label_column: Any
     publish_replace: Any
+    zarr_level: Any
+    joint_components: Any
 
 
 def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingArgs, after: Any = None) -> Any:
-    """stage -> shard -> ParallelFor(segment -> embed) -> merge by key -> sphere -> evaluate -> publish."""
+    """stage -> shard -> ParallelFor(segment -> embed) -> merge by key -> joint -> sphere -> evaluate -> publish."""
     from kfp import dsl
 
-    staged = _step(c.stage_images, settings, source_table=args.source_table)
+    staged = _step(c.stage_images, settings, source_table=args.source_table, zarr_level=args.zarr_level)
     if after is not None:
         staged.after(after)  # e.g. embed with the champion only once registration has decided it
     plan = _step(c.shard_images, settings, staged=staged.outputs["staged"], n_shards=args.n_shards)
@@ -112,10 +114,17 @@ def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingA
             gray_rgb=args.gray_rgb,
         )
     merged = _step(c.merge_shards, settings, shards=dsl.Collected(emb.outputs["embeddings"]), plan=plan.output)
+    joined = _step(
+        c.joint,
+        settings,
+        embeddings=merged.outputs["embeddings"],
+        embedded=merged.outputs["Output"],
+        n_components=args.joint_components,
+    )
     sph = _step(
         c.sphere,
         settings,
-        embeddings=merged.outputs["embeddings"],
+        embeddings=joined.outputs["joint_embeddings"],
         control_column=args.control_column,
         control_value=args.control_value,
         batch_column=args.batch_column,
@@ -124,9 +133,9 @@ def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingA
     return _step(
         c.publish_features,
         settings,
-        embeddings=merged.outputs["embeddings"],
+        embeddings=joined.outputs["joint_embeddings"],
         sphered=sph.outputs["sphered"],
-        embedded=merged.outputs["Output"],
+        embedded=joined.outputs["Output"],
         replace=args.publish_replace,
     )
 
@@ -151,6 +160,8 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
         batch_column: str = "Metadata_Plate",
         label_column: str = "Metadata_Label",
         publish_replace: bool = False,
+        zarr_level: int = 0,
+        joint_components: int = 0,
     ) -> None:
         args = ProfilingArgs(
             source_table=source_table,
@@ -165,6 +176,8 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
             batch_column=batch_column,
             label_column=label_column,
             publish_replace=publish_replace,
+            zarr_level=zarr_level,
+            joint_components=joint_components,
         )
         _profiling_tasks(c, settings, args)
 
@@ -201,6 +214,8 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
         batch_column: str = "Metadata_Plate",
         label_column: str = "Metadata_Label",
         publish_replace: bool = False,
+        zarr_level: int = 0,
+        joint_components: int = 0,
     ) -> None:
         trained = pretraining(
             types_table=types_table,
@@ -227,6 +242,8 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
             batch_column=batch_column,
             label_column=label_column,
             publish_replace=publish_replace,
+            zarr_level=zarr_level,
+            joint_components=joint_components,
         )
         _profiling_tasks(c, settings, args, after=trained)
 

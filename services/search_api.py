@@ -44,7 +44,7 @@ _log = logging.getLogger(__name__)
 
 Level = Literal["cell", "image", "treatment"]
 Space = Literal["raw", "published"]
-FilterKey = Literal["plate", "well", "compound", "dose", "moa", "label", "image_id", "image_uri"]
+FilterKey = Literal["plate", "well", "compound", "dose", "moa", "label", "image_id", "image_uri", "site"]
 _UNAVAILABLE = "the feature store database is unavailable; retry later (the server log has the cause)"
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

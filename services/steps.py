@@ -267,6 +267,61 @@ def embed_step(
     return {"model_version": version, "n_images": result.n_images, "n_skipped": result.n_skipped, "manifest": manifest}
 
 
+def joint_step(embeddings_dir: str, out_dir: str, *, embedded: dict[str, Any], n_components: int = 0) -> dict[str, Any]:
+    """The paper's multi-modal joint use: each channel block reduced by PCA to ``n_components``, concatenated.
+
+    ``n_components`` 0 passes the embeddings through unchanged. Otherwise the image (and cell) tables
+    become ``joint_*`` features and the returned summary names a model version of their own,
+    ``<model>+joint<k>-<fit digest>``: a joint space is fitted on the data it profiles, so vectors of two
+    fits are never published as comparable.
+    """
+    import hashlib
+    import shutil
+
+    from microsnoop.postprocess.joint import JointConfig, JointEmbedding, channel_blocks, joint_table
+
+    src, out = Path(embeddings_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if n_components < 0:
+        raise ValueError(f"joint_components must be 0 (off) or a latent size per channel, got {n_components}")
+    if n_components == 0:
+        for name in ("embeddings.parquet", "cells.parquet", "skipped.parquet"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, out / name)
+        return {**embedded, "joint": False}
+    digest = hashlib.sha256()
+    summary: dict[str, Any] = {}
+    for name in ("embeddings.parquet", "cells.parquet"):
+        if not (src / name).is_file():
+            continue
+        table = pd.read_parquet(src / name)
+        if not len(table):
+            continue
+        names = None
+        if "Metadata_Channels" in table.columns and table["Metadata_Channels"].nunique() == 1:
+            names = str(table["Metadata_Channels"].iloc[0]).split("|")
+        blocks = channel_blocks(table, names)
+        if len(blocks) < 2:
+            raise ValueError(
+                f"{name}: joint_components={n_components} needs two or more channels (modalities), found "
+                f"{list(blocks)}; embed a multi-channel source or set joint_components=0"
+            )
+        model = JointEmbedding(JointConfig(n_components=n_components)).fit(blocks)
+        for modality, pca in model.pcas.items():
+            digest.update(modality.encode())
+            digest.update(np.ascontiguousarray(pca.components_, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(pca.mean_, dtype=np.float64).tobytes())
+        meta = table[[c for c in table.columns if str(c).startswith("Metadata_")]]
+        joint_table(meta, model.transform(blocks)).to_parquet(out / name, index=False)
+        summary[name] = {"modalities": list(blocks), "n_rows": len(table)}
+    if (src / "skipped.parquet").is_file():
+        shutil.copyfile(src / "skipped.parquet", out / "skipped.parquet")
+    version = f"{embedded['model_version']}+joint{n_components}-{digest.hexdigest()[:8]}"
+    (out / "model_version.txt").write_text(version)
+    log.info("joint embedding (%d per modality): %s -> model version %s", n_components, summary, version)
+    return {**embedded, "model_version": version, "joint": True, "joint_tables": summary}
+
+
 def sphere_step(
     embeddings_dir: str,
     out_dir: str,

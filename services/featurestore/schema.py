@@ -58,7 +58,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "treatment": ("Metadata_Compound", "Metadata_Concentration"),
 }
 # Keys accepted in search/page filters and exclude_same (an allow-list: they become SQL identifiers).
-FILTER_KEYS: tuple[str, ...] = ("plate", "well", "compound", "dose", "moa", "label", "image_id", "image_uri")
+FILTER_KEYS: tuple[str, ...] = (
+    "plate", "well", "compound", "dose", "moa", "label", "image_id", "image_uri", "site",
+)  # fmt: skip
+# Filter keys read from the ``extra`` jsonb (metadata without a column of its own), compared as text.
+EXTRA_FILTERS: dict[str, str] = {"site": "Metadata_Site"}
 # Columns the staging table receives, in COPY order.
 STAGE_COLUMNS: tuple[str, ...] = ("entity_id", *SCALARS, "extra", "dim", "embedding")
 

@@ -48,7 +48,7 @@ from services.featurestore.index import (
     query_distance,
     search_settings,
 )
-from services.featurestore.schema import FILTER_KEYS, SCALARS, StoreError, check_level, table_name
+from services.featurestore.schema import EXTRA_FILTERS, FILTER_KEYS, SCALARS, StoreError, check_level, table_name
 from services.settings import PlatformSettings
 
 _log = logging.getLogger(__name__)
@@ -100,6 +100,21 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     if "published_at" in out:
         out["published_at"] = out["published_at"].isoformat()
     return out
+
+
+def _filter_column(key: str) -> sql.Composable:
+    """The SQL expression a filter key compares: its column, or its text in the ``extra`` jsonb."""
+    if key in EXTRA_FILTERS:
+        return sql.SQL("({} ->> {})").format(sql.Identifier("extra"), sql.Literal(EXTRA_FILTERS[key]))
+    return sql.Identifier(key)
+
+
+def _metadata_value(row: dict[str, Any], key: str) -> Any:
+    """A stored row's value of a filter key (text for keys kept in ``extra``)."""
+    if key in EXTRA_FILTERS:
+        value = (row.get("extra") or {}).get(EXTRA_FILTERS[key])
+        return None if value is None else str(value)
+    return row[key]
 
 
 class FeatureStore:
@@ -328,7 +343,7 @@ class FeatureStore:
                     raise StoreError(f"dose filter must be a number, got {value!r}") from exc
             else:
                 params.append(str(value))
-            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
+            clauses.append(_filter_column(key) + sql.SQL(" = %s"))
         return clauses, params
 
     def search(
@@ -376,9 +391,10 @@ class FeatureStore:
                 clauses.append(sql.SQL("entity_id <> %s"))
                 params.append(entity_id)
                 for key in exclude_same:
-                    if query[key] is not None:
-                        clauses.append(sql.SQL("{} IS DISTINCT FROM %s").format(sql.Identifier(key)))
-                        params.append(query[key])
+                    value = _metadata_value(query, key)
+                    if value is not None:
+                        clauses.append(_filter_column(key) + sql.SQL(" IS DISTINCT FROM %s"))
+                        params.append(value)
             q = np.asarray(vector, dtype=np.float32).ravel()
             if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
                 raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")

@@ -31,7 +31,7 @@ def platform_settings() -> Iterator[PlatformSettings]:
 def test_a_plate_goes_from_zarr_to_searchable_wells(tmp_path: Path, platform_settings: PlatformSettings) -> None:
     from services.featurestore import FeatureStore
     from services.staging import stage_source_step
-    from services.steps import embed_step, publish_step, segment_step
+    from services.steps import embed_step, joint_step, publish_step, segment_step
 
     plate = write_plate(tmp_path / "screen.zarr", wells=WELLS, fields=2, size=96, plate_name="screen-7", levels=2)
     staged = stage_source_step(str(plate), str(tmp_path / "staged"), settings=platform_settings)
@@ -62,6 +62,29 @@ def test_a_plate_goes_from_zarr_to_searchable_wells(tmp_path: Path, platform_set
         assert {h.metadata["extra"]["Metadata_Site"] for h in hits} == {0, 1}
         cell_page = store.page("cell", model_version=version, limit=500, filters={"well": "B01"})
         assert len(cell_page) >= 2 and set(cell_page["plate"]) == {"screen-7"}
+        one = store.search("image", model_version=version, entity_id=query, k=5, filters={"well": "A02", "site": "1"})
+        assert len(one) == 1 and one[0].metadata["extra"]["Metadata_Site"] == 1
+        other_sites = store.search("image", model_version=version, entity_id=query, k=10, exclude_same=["site"])
+        assert other_sites and {h.metadata["extra"]["Metadata_Site"] for h in other_sites} == {1}
+    # The paper's joint use as the pipeline's joint step runs it: two channels, PCA to 3 each, own version.
+    joint = joint_step(str(tmp_path / "emb"), str(tmp_path / "joint"), embedded=emb, n_components=3)
+    assert joint["joint"] and joint["model_version"].startswith(f"{version}+joint3-")
+    assert len(joint["joint_tables"]["embeddings.parquet"]["modalities"]) == 2
+    joint_table = pd.read_parquet(tmp_path / "joint" / "embeddings.parquet")
+    assert [c for c in joint_table.columns if not c.startswith("Metadata_")] == [f"joint_{k:03d}" for k in range(6)]
+    again = joint_step(str(tmp_path / "emb"), str(tmp_path / "joint2"), embedded=emb, n_components=3)
+    assert again["model_version"] == joint["model_version"], "the same data and fit give the same version"
+    published = publish_step(str(tmp_path / "joint"), model_version=joint["model_version"], settings=platform_settings)
+    assert published["image"] == 6
+    with FeatureStore.from_settings(platform_settings) as store:
+        hits = store.search("image", model_version=joint["model_version"], entity_id=query, k=5, filters={"site": "0"})
+        assert hits and {h.metadata["extra"]["Metadata_Site"] for h in hits} == {0}
+    passed = joint_step(str(tmp_path / "emb"), str(tmp_path / "plain"), embedded=emb, n_components=0)
+    assert passed == {**emb, "joint": False}
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "plain" / "embeddings.parquet"),
+        pd.read_parquet(tmp_path / "emb" / "embeddings.parquet"),
+    )
 
 
 def test_a_plate_on_s3_is_staged_reading_only_the_chosen_level(tmp_path: Path, s3_server: S3Server) -> None:

@@ -56,7 +56,15 @@ def test_compiled_profiling_fans_out_over_the_shard_plan(tmp_path: Path) -> None
     assert merge["dependentTasks"] == sorted([loops[0], "shard-images"])
     collected = merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
     assert collected == {"outputArtifactKey": "pipelinechannel--embed-embeddings", "producerTask": loops[0]}
-    assert root["sphere"]["inputs"]["artifacts"]["embeddings"]["taskOutputArtifact"]["producerTask"] == "merge-shards"
+    assert root["joint"]["inputs"]["artifacts"]["embeddings"]["taskOutputArtifact"]["producerTask"] == "merge-shards"
+    assert root["sphere"]["inputs"]["artifacts"]["embeddings"]["taskOutputArtifact"]["producerTask"] == "joint"
+    assert (
+        root["publish-features"]["inputs"]["parameters"]["embedded"]["taskOutputParameter"]["producerTask"] == "joint"
+    )
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["zarr_level"]["defaultValue"] == 0 and params["joint_components"]["defaultValue"] == 0
+    stage = root["stage-images"]["inputs"]["parameters"]["zarr_level"]
+    assert stage["componentInputParameter"] == "zarr_level"
     gpu = spec["deploymentSpec"]["executors"]["exec-embed"]["container"]["resources"]["accelerator"]
     assert (gpu["resourceType"], gpu["resourceCount"]) == ("nvidia.com/gpu", "1")
     assert "accelerator" not in str(spec["deploymentSpec"]["executors"]["exec-segment"])
