@@ -51,11 +51,16 @@ def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     raise AssertionError("unreachable")  # st.stop() raised  # pragma: no cover
 
 
+def open_store(settings: PlatformSettings) -> FeatureStore:
+    """The dashboard's store: read-only (no DDL) on a cluster's database, else the embedded server's."""
+    # In a cluster the dashboard's database role only reads. Locally the embedded server is started
+    # (and its schema created) as before.
+    return ReadOnlyStore(settings.pg_dsn) if settings.pg_dsn else FeatureStore.from_settings(settings)
+
+
 @st.cache_resource(show_spinner="Connecting to the feature store...")
 def _store(key: str, _settings: PlatformSettings) -> FeatureStore:
-    # In a cluster the dashboard's database role only reads: open without DDL. Locally the embedded
-    # server is started (and its schema created) as before.
-    return ReadOnlyStore(_settings.pg_dsn) if _settings.pg_dsn else FeatureStore.from_settings(_settings)
+    return open_store(_settings)
 
 
 def store(s: PlatformSettings) -> FeatureStore:

@@ -23,6 +23,8 @@ import psycopg2
 import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from dashboard.common import open_store
+from services.browse.overview import summarize_store
 from services.featurestore import FeatureStore
 from services.featurestore.server import _bin_dir, ensure_postgres, stop_postgres
 from services.search_api import ReadOnlyStore
@@ -172,6 +174,11 @@ def test_the_database_roles_created_by_the_chart_work_as_intended(charts: dict[s
             assert writer.publish("image", table, model_version="roles-v1").total == 20
         with ReadOnlyStore(dsn("microsnoop_reader", "r-pw")) as reader:  # the reader searches
             assert len(reader.search("image", model_version="roles-v1", entity_id="i3", k=5)) == 5
+        # The dashboard, given the reader's DSN, opens without DDL and browses what the writer published.
+        with open_store(PlatformSettings(pg_dsn=dsn("microsnoop_reader", "r-pw"))) as browsing:
+            assert isinstance(browsing, ReadOnlyStore)
+            assert summarize_store(browsing).counts["image"] == 20
+            assert len(browsing.page("image", model_version="roles-v1", limit=7)) == 7
         conn = psycopg2.connect(dsn("microsnoop_reader", "r-pw"))
         with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction), conn.cursor() as cur:
             cur.execute("DELETE FROM image_embeddings")
