@@ -497,8 +497,9 @@ def sphere(
     scope: Annotated[
         str,
         typer.Option(
-            help="auto (per batch only when every batch has >= 2 controls per feature, else global; the choice is "
-            "printed), batch (one transform per batch) or global (what the reference code does)."
+            help="auto (per batch when every batch has >= 2 controls per feature, else centred when every batch has "
+            ">= 3 controls, else global; the choice is printed), batch (one transform per batch), centred (each "
+            "batch centred on its controls, one whitening for all) or global (what the reference code does)."
         ),
     ] = "auto",
     reg: Annotated[

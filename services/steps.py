@@ -342,19 +342,20 @@ def sphere_step(
             "all",
             "all rows",
         )
-    scope = "batch" if batch_column in df.columns else "global"
+    per_batch = batch_column in df.columns
     config = SphereConfig(
         control_column=control_column,
         control_value=control_value,
-        batch_column=batch_column if scope == "batch" else None,
-        scope=scope,
+        batch_column=batch_column if per_batch else None,
+        scope="auto" if per_batch else "global",  # auto: per batch, centred per batch, or global by control counts
         missing_controls="global",
     )
-    sphered = apply_sphering(df, fit_sphering(df, config)).drop(columns=["Metadata_SphereFit"], errors="ignore")
+    fitted = fit_sphering(df, config)
+    sphered = apply_sphering(df, fitted).drop(columns=["Metadata_SphereFit"], errors="ignore")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sphered.to_parquet(out / "embeddings.parquet", index=False)
-    return {"fit_on": fit_on, "scope": scope, "n_rows": len(sphered)}
+    return {"fit_on": fit_on, "scope": fitted.config.scope, "scope_reason": fitted.scope_reason, "n_rows": len(sphered)}
 
 
 def evaluate_profiles_step(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 from microsnoop.errors import ConfigError, MicrosnoopError, MissingColumnsError
 
 log = logging.getLogger(__name__)
-SCOPES = ("auto", "batch", "global")
+SCOPES = ("auto", "batch", "centred", "global")
 SPECTRA = ("full", "nonzero")
 NULL_SPACE_TOL = 1e-10  # eigenvalues below this fraction of the largest are the null space, not the spectrum
 
@@ -34,7 +35,9 @@ class SphereConfig:
 
     ``scope="auto"`` (the default) fits one transform per batch only when every batch has at least
     ``auto_min_ratio`` controls per feature (the correlation matrix then has full rank with room to
-    spare), else one global transform; the choice and its reason are kept on the fit.
+    spare); else, when every batch has at least ``auto_min_centre`` controls, ``centred``: each batch
+    is centred on its own controls' mean (the plate offset) and one whitening is fitted on all the
+    centred controls together; else one global transform. The choice and its reason are kept on the fit.
     """
 
     control_column: str = "Metadata_Compound"
@@ -45,19 +48,22 @@ class SphereConfig:
     variance_floor: float = 1e-3
     missing_controls: str = "error"
     auto_min_ratio: float = 2.0
+    auto_min_centre: int = 3
     knee_spectrum: str = "full"
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.scope == "batch" and not self.batch_column:
-            raise ConfigError("scope='batch' needs a batch_column")
+        if self.scope in ("batch", "centred") and not self.batch_column:
+            raise ConfigError(f"scope={self.scope!r} needs a batch_column")
         if not (self.reg == "knee" or (isinstance(self.reg, float | int) and self.reg > 0)):
             raise ConfigError(f"reg must be 'knee' or a positive number, got {self.reg!r}")
         if self.missing_controls not in ("error", "global"):
             raise ConfigError(f"missing_controls must be 'error' or 'global', got {self.missing_controls!r}")
         if self.auto_min_ratio <= 0:
             raise ConfigError(f"auto_min_ratio must be positive, got {self.auto_min_ratio}")
+        if self.auto_min_centre < 2:
+            raise ConfigError(f"auto_min_centre must be at least 2, got {self.auto_min_centre}")
         if self.knee_spectrum not in SPECTRA:
             raise ConfigError(f"knee_spectrum must be one of {SPECTRA}, got {self.knee_spectrum!r}")
 
@@ -172,9 +178,15 @@ def choose_scope(df: pd.DataFrame, config: SphereConfig, features: list[str]) ->
             f"auto -> batch: every batch has >= {need:g} controls "
             f"({config.auto_min_ratio:g} x {len(features)} features; fewest {fewest})",
         )
+    if fewest >= config.auto_min_centre:
+        return "centred", (
+            f"auto -> centred: batch {where!r} has {fewest} controls, fewer than {config.auto_min_ratio:g} x "
+            f"{len(features)} features (per-batch fits would rest on the regulariser); each batch is centred on "
+            "its controls and one whitening is fitted on all of them"
+        )
     return "global", (
-        f"auto -> global: batch {where!r} has {fewest} controls, fewer than {config.auto_min_ratio:g} x "
-        f"{len(features)} features (per-batch fits would rest on the regulariser)"
+        f"auto -> global: batch {where!r} has {fewest} controls, fewer than {config.auto_min_centre} to centre "
+        f"a batch on (and than {config.auto_min_ratio:g} x {len(features)} features for per-batch fits)"
     )
 
 
@@ -212,6 +224,9 @@ def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | N
                 f"no rows with {config.control_column} == {config.control_value!r}; check the control name"
             )
         fitted.transforms["__global__"] = fit(controls, "all batches")
+    if config.scope == "centred":
+        assert config.batch_column is not None
+        fitted.transforms.update(_fit_centred(df, is_control, features, config, fitted, fit))
     if config.scope == "batch":
         assert config.batch_column is not None
         for batch, rows in df.groupby(df[config.batch_column].astype(str)):
@@ -229,6 +244,41 @@ def fit_sphering(df: pd.DataFrame, config: SphereConfig, features: list[str] | N
                 continue
             fitted.transforms[str(batch)] = fit(ctrl, f"batch {batch!r}")
     return fitted
+
+
+def _fit_centred(
+    df: pd.DataFrame,
+    is_control: pd.Series,
+    features: list[str],
+    config: SphereConfig,
+    fitted: FittedSphering,
+    fit: Callable[[np.ndarray, str], ZCACorr],
+) -> dict[str, ZCACorr]:
+    """Per batch: its controls' mean; one whitening fitted on every batch's controls minus their batch mean."""
+    assert config.batch_column is not None
+    means: dict[str, tuple[np.ndarray, int]] = {}
+    centred = []
+    for batch, rows in df.groupby(df[config.batch_column].astype(str)):
+        ctrl = rows.loc[is_control.loc[rows.index], features].to_numpy(np.float64)
+        if len(ctrl) < 2:
+            if config.missing_controls == "error":
+                raise NoControlsError(
+                    f"batch {batch!r}: {len(ctrl)} control rows ({config.control_column} == "
+                    f"{config.control_value!r}) to centre on; add controls, use scope='global', or "
+                    "missing_controls='global'"
+                )
+            warnings.warn(
+                f"batch {batch!r} has no controls: using the global transform", FewControlsWarning, stacklevel=3
+            )
+            fitted.fallbacks.append(str(batch))
+            continue
+        mean = ctrl.mean(axis=0)
+        means[str(batch)] = (mean, len(ctrl))
+        centred.append(ctrl - mean)
+    if not centred:
+        raise NoControlsError(f"no batch has 2 or more rows with {config.control_column} == {config.control_value!r}")
+    pooled = fit(np.concatenate(centred), "controls centred per batch")
+    return {b: ZCACorr(mean=m + pooled.mean, w=pooled.w, reg=pooled.reg, n_controls=n) for b, (m, n) in means.items()}
 
 
 def apply_sphering(df: pd.DataFrame, fitted: FittedSphering) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from microsnoop.postprocess.sphere import (
     FewControlsWarning,
     SphereConfig,
     ZCACorr,
+    apply_sphering,
     choose_scope,
     fit_sphering,
     knee_value,
@@ -68,9 +69,10 @@ def _plates(controls_per_plate: int, n_features: int) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("controls", "features", "expected"),
     [
-        (6, 516, "global"),  # the BBBC021 profiles: 6 DMSO wells per plate for 516 features
-        (7, 4, "global"),  # 7 < 2 x 4
+        (6, 516, "centred"),  # the BBBC021 profiles: 6 DMSO wells per plate for 516 features
+        (7, 4, "centred"),  # 7 < 2 x 4, but enough to centre each plate on
         (8, 4, "batch"),  # exactly 2 controls per feature in every batch
+        (2, 4, "global"),  # too few to centre a plate on
     ],
 )
 def test_auto_scope_rule(controls: int, features: int, expected: str) -> None:
@@ -82,11 +84,37 @@ def test_auto_scope_rule(controls: int, features: int, expected: str) -> None:
 
 def test_auto_is_the_default_and_the_choice_is_reported() -> None:
     df = _plates(6, 20)
-    with pytest.warns(FewControlsWarning):  # 12 controls for 20 features even globally
+    with pytest.warns(FewControlsWarning):  # 12 controls for 20 features even pooled
         fitted = fit_sphering(df, SphereConfig())
-    assert fitted.config.scope == "global" and list(fitted.transforms) == ["__global__"]
+    assert fitted.config.scope == "centred" and sorted(fitted.transforms) == ["P1", "P2"]
     assert "batch 'P1' has 6 controls, fewer than 2 x 20 features" in fitted.scope_reason
+    with pytest.warns(FewControlsWarning):
+        assert list(fit_sphering(df, SphereConfig(scope="global")).transforms) == ["__global__"]
     with pytest.warns(FewControlsWarning) as caught:
         both = fit_sphering(df, SphereConfig(scope="batch"))  # per batch stays reachable
     assert any("knee of the full spectrum lies in the null space" in str(w.message) for w in caught)
     assert sorted(both.transforms) == ["P1", "P2"] and both.scope_reason == "batch (as asked)"
+
+
+def test_centred_scope_removes_plate_offsets_and_whitens_the_pooled_controls() -> None:
+    rng = np.random.default_rng(3)
+    mix = rng.normal(size=(4, 4))
+    frames = []
+    for p, offset in enumerate((0.0, 50.0, -20.0)):
+        x = rng.normal(size=(30, 4)) @ mix + offset  # correlated features, a large plate effect
+        frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)])
+        frame.insert(0, "Metadata_Plate", f"P{p}")
+        frame.insert(1, "Metadata_Compound", ["DMSO"] * 10 + ["drug"] * 20)
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True)
+    fitted = fit_sphering(df, SphereConfig(scope="centred", reg=1e-9))
+    assert sorted(fitted.transforms) == ["P0", "P1", "P2"]
+    out = apply_sphering(df, fitted)
+    controls = out[out["Metadata_Compound"] == "DMSO"]
+    feats = [f"f{i}" for i in range(4)]
+    for _, plate in controls.groupby("Metadata_Plate"):
+        np.testing.assert_allclose(plate[feats].mean().to_numpy(), 0.0, atol=1e-8)  # each plate on its controls
+    np.testing.assert_allclose(np.corrcoef(controls[feats].to_numpy(), rowvar=False), np.eye(4), atol=1e-6)
+    global_fit = apply_sphering(df, fit_sphering(df, SphereConfig(scope="global", reg=1e-9)))
+    spread = global_fit[global_fit["Metadata_Compound"] == "DMSO"].groupby("Metadata_Plate")[feats].mean()
+    assert spread.abs().to_numpy().max() > 0.5, "a global fit leaves the plate offsets in place"

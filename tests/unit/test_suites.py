@@ -123,8 +123,8 @@ def test_bbbc021_profiles_protocol(shared_data: Path) -> None:
     # The reference NSCB rule drops exactly the two named single-batch mechanisms (11 treatments).
     assert sph["nscb_plate"]["dropped_moas"] == ["Cholesterol-lowering", "Kinase inhibitors"]
     assert sph["nscb_plate"]["n"] == 92
-    # 6 DMSO wells per plate for 516 features: the default protocol's sphering is global, and says why.
-    assert result.scores["default_protocol"]["sphering"].startswith("auto -> global")
+    # 6 DMSO wells per plate for 516 features: the default protocol centres each plate and whitens once.
+    assert result.scores["default_protocol"]["sphering"].startswith("auto -> centred")
     assert result.scores["sphered_per_plate"]["sphering"] == "batch (as asked)"
 
 
