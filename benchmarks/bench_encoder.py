@@ -127,6 +127,8 @@ def main() -> None:
             "device": str(device),
             "torch": torch.__version__,
             "cpu_capability": cpu_features().describe(),
+            # Set when an older instruction set is imposed on this CPU (e.g. AVX2 on an AVX512 machine).
+            "isa_limits": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),

@@ -753,6 +753,7 @@ def benchmark(
     """Score embeddings and baselines on a benchmark suite; writes JSON, markdown and plots."""
     import sys
 
+    from microsnoop.device import Runtime, describe_precision, pick_amp, pick_device
     from microsnoop.evaluate.report import write_report
     from microsnoop.evaluate.suites import SuiteConfig, suites
 
@@ -776,7 +777,9 @@ def benchmark(
         amp=check_amp(amp),
     )
     result = registry[suite](data, checkpoints, config)
-    paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]))
+    device_used = pick_device(device)
+    precision = describe_precision(Runtime(device_used, pick_amp(device_used, amp), channels_last=True))
+    paths = write_report(result, out, command="microsnoop " + " ".join(sys.argv[1:]), precision=precision)
     typer.echo(paths["md"].read_text())
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     for note in report_to_sinks(paths):

@@ -26,7 +26,8 @@ def build(results: Path) -> str:
         data = json.loads(path.read_text())
         models = ", ".join(f"`{k}` = {v}" for k, v in data["models"].items())
         parts.append(markdown_table(SuiteResult.from_dict(data)).replace(f"### {name}", f"#### {name}"))
-        parts.append(f"Models: {models}. Reproduce: `{data['command']}`\n")
+        ran = f" Encoders ran in {data['precision']}." if data.get("precision") and name != "bbbc021-profiles" else ""
+        parts.append(f"Models: {models}. Reproduce: `{data['command']}`.{ran}\n")
     enc = results / "encoder_cpu.json"
     if enc.exists():
         e = json.loads(enc.read_text())

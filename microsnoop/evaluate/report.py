@@ -108,8 +108,12 @@ def plot_map(features: np.ndarray, labels: np.ndarray, out: Path, *, title: str,
     return out
 
 
-def write_report(result: SuiteResult, out_dir: Path, *, command: str) -> dict[str, Path]:
-    """Write ``<suite>.json``, ``<suite>.md`` and the plots; returns their paths."""
+def write_report(result: SuiteResult, out_dir: Path, *, command: str, precision: str | None = None) -> dict[str, Path]:
+    """Write ``<suite>.json``, ``<suite>.md`` and the plots; returns their paths.
+
+    ``precision`` (e.g. ``fp32 + channels-last on cpu AVX512 (...)``) says how the encoders ran: scores
+    can move with it, so it is kept beside them.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     name = result.suite
     paths = {"scores_png": plot_scores(result, out_dir / f"{name}_scores.png")}
@@ -123,10 +127,13 @@ def write_report(result: SuiteResult, out_dir: Path, *, command: str) -> dict[st
             title=f"{name}: {feature_set}",
         )
     public = {**result.to_dict(), "code_version": __version__, "command": command, "rows": score_rows(result)}
+    if precision is not None:
+        public["precision"] = precision
     paths["json"] = out_dir / f"{name}.json"
     paths["json"].write_text(json.dumps(public, indent=2, default=_jsonable))
     paths["md"] = out_dir / f"{name}.md"
-    paths["md"].write_text(markdown_table(result) + f"\nReproduce: `{command}`\n")
+    ran = f" Encoders ran in {precision}." if precision else ""
+    paths["md"].write_text(markdown_table(result) + f"\nReproduce: `{command}`.{ran}\n")
     return paths
 
 

@@ -54,9 +54,10 @@ def test_result_report_round_trip(tmp_path: Path) -> None:
         embeddings={"enc": np.eye(4, dtype=np.float32)},
         labels=np.array(["a", "a", "b", "b"]),
     )
-    paths = write_report(result, tmp_path, command="test")
+    paths = write_report(result, tmp_path, command="test", precision="fp32 on cpu AVX2")
     saved = json.loads(paths["json"].read_text())
     assert saved["labels_note"] == "toy labels" and saved["command"] == "test" and "embeddings" not in saved
+    assert saved["precision"] == "fp32 on cpu AVX2" and "Encoders ran in fp32 on cpu AVX2." in paths["md"].read_text()
     assert saved["rows"] == [
         {"feature_set": "enc", "score": "knn", "metric": "accuracy", "value": 0.75, "ci95": [0.5, 1.0]}
     ]

@@ -93,7 +93,7 @@ class SuiteResult:
         missing = sorted(known - set(data))
         if missing:
             raise ConfigError(f"not a suite result: keys {missing} are missing; pass a <suite>.json from a report")
-        report_only = {"code_version", "command", "rows"}
+        report_only = {"code_version", "command", "rows", "precision"}
         return cls(
             suite=str(data["suite"]),
             n=int(data["n"]),
