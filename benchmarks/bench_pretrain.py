@@ -1,6 +1,6 @@
 """Pretraining throughput on this CPU: whole training steps on real pool crops (results/pretrain_<device>.json).
 
-Usage: python benchmarks/bench_pretrain.py --pool runs/pool_v2 [--seconds 30] [--crops 224,64]
+Usage: python benchmarks/bench_pretrain.py --pool runs/pool_v2 [--seconds 30] [--crops 224,64] [--compile]
 
 For each training crop size and precision, the timed loop is what ``microsnoop pretrain`` runs: crops
 drawn from the pool (rotation, scale), patch masking, forward, MSE, backward, AdamW, batch 16. Reported
@@ -31,13 +31,17 @@ from microsnoop.models.unet import MicrosnoopUNet
 from microsnoop.pretrain.data import CropDataset, load_planes
 
 
-def bench(dataset: CropDataset, runtime: Runtime, *, batch: int, seconds: float) -> dict[str, float]:
+def bench(
+    dataset: CropDataset, runtime: Runtime, *, batch: int, seconds: float, compile_model: bool = False
+) -> dict[str, float]:
     """Median images/s of whole training steps, and the share of each step spent making crops."""
     torch.manual_seed(0)
     model = MicrosnoopUNet(EncoderConfig(decoder_variant="reference")).to(runtime.device).train()
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    t_setup, warmup_s = time.perf_counter(), 0.0
+    step_fn: torch.nn.Module = torch.compile(model) if compile_model else model  # type: ignore[assignment]
     rng = np.random.default_rng(0)
     rates, load_share = [], []
     t_end, step = None, 0
@@ -49,15 +53,16 @@ def bench(dataset: CropDataset, runtime: Runtime, *, batch: int, seconds: float)
             batch, target.shape[-2], target.shape[-1], MaskConfig(), generator=torch.Generator().manual_seed(step)
         )
         with runtime.autocast():
-            pred = model(runtime.to_input(apply_mask(target, mask)))
+            pred = step_fn(runtime.to_input(apply_mask(target, mask)))
         loss = F.mse_loss(pred.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         t1 = time.perf_counter()
         step += 1
-        if step <= 2:  # warm-up
+        if step <= 2:  # warm-up (and, compiled, the compilation)
             t_end = time.perf_counter() + seconds if step == 2 else None
+            warmup_s = time.perf_counter() - t_setup
             continue
         rates.append(batch / (t1 - t0))
         load_share.append((t_load - t0) / (t1 - t0))
@@ -68,6 +73,7 @@ def bench(dataset: CropDataset, runtime: Runtime, *, batch: int, seconds: float)
         "megapixels_per_s": round(med * side * side / 1e6, 3),
         "data_loading_share": round(float(np.median(load_share)), 3),
         "repeats": len(rates),
+        **({"compile_and_warmup_s": round(warmup_s, 1)} if compile_model else {}),
     }
 
 
@@ -79,6 +85,9 @@ def main() -> None:
     ap.add_argument("--crops", default="224,64", help="comma-separated training crop sides")
     ap.add_argument("--planes", type=int, default=120, help="pool planes to load (crops are drawn from these)")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. 'cores shared')")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time fp32 + channels-last under torch.compile (inductor)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     device = pick_device("auto")
@@ -98,6 +107,10 @@ def main() -> None:
             r = bench(dataset, rt, batch=16, seconds=args.seconds)
             results[f"crop{side}_{name}"] = r
             print(side, name, r, flush=True)  # benchmark progress
+        if args.compile:
+            r = bench(dataset, variants["fp32_channels_last"], batch=16, seconds=args.seconds, compile_model=True)
+            results[f"crop{side}_fp32_channels_last_compiled"] = r
+            print(side, "fp32_channels_last_compiled", r, flush=True)
     feats = cpu_features()
     out = {
         "device": str(device),

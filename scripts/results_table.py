@@ -28,13 +28,14 @@ def build(results: Path) -> str:
         parts.append(markdown_table(SuiteResult.from_dict(data)).replace(f"### {name}", f"#### {name}"))
         ran = f" Encoders ran in {data['precision']}." if data.get("precision") and name != "bbbc021-profiles" else ""
         parts.append(f"Models: {models}. Reproduce: `{data['command']}`.{ran}\n")
-    enc = results / "encoder_cpu.json"
-    if enc.exists():
+    for enc in sorted(results.glob("encoder_cpu*.json")):
         e = json.loads(enc.read_text())
         rows = " | ".join(f"{k} {v.get('img_per_s', 'n/a')}" for k, v in e["inference"].items())
+        limits = ", ".join(f"{k}={v}" for k, v in (e.get("isa_limits") or {}).items())
+        imposed = f", instruction set limited by {limits}" if limits else ""
         parts.append(
-            f"Encoder img/s at 224x224 on a {e.get('cpu_capability', 'capability-unrecorded')} CPU "
-            f"({e['threads']} threads, {e.get('date', 'undated')}): {rows}; training "
+            f"Encoder img/s at 224x224 on a CPU of capability {e.get('cpu_capability') or 'not recorded'}{imposed} "
+            f"({e['threads']} threads, {e.get('date', 'undated')}, `{enc.name}`): {rows}; training "
             + ", ".join(f"{k} {v['img_per_s']}" for k, v in e["training"].items())
             + " img/s "
             "(`python benchmarks/bench_encoder.py`).\n"
