@@ -133,23 +133,16 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
 
 
-def query_vector(vector: list[float], space: Space = "published") -> np.ndarray:
-    """The query as float32: a published one scaled to unit length, a raw one as is (its centring needs its scale).
-
-    Cosine is scale-free in the published space, where scaling first keeps 1e-30 or 3e38 from under/overflowing.
+def query_vector(vector: list[float]) -> np.ndarray:
+    """The query checked (finite, not all zero) in float64; the store centres a raw one at its own scale and
+    scales every query to unit length before PostgreSQL sees it (1e-30 or 3e38 would under/overflow there).
     """
     q = np.asarray(vector, dtype=np.float64)
     if not np.isfinite(q).all():
         raise StoreError("the query vector must hold finite numbers only (no NaN or infinity)")
-    scale = np.abs(q).max()
-    if scale == 0 or not np.isfinite(scale):
+    if not q.any():
         raise StoreError("the query vector is all zeros; give a vector with at least one non-zero value")
-    if space == "raw":
-        if scale > np.finfo(np.float32).max:
-            raise StoreError("a raw query vector must fit in float32 (|value| < 3.4e38); embeddings never exceed it")
-        return q.astype(np.float32)
-    q = q / scale  # no overflow in the norm below
-    return (q / np.linalg.norm(q)).astype(np.float32)
+    return q
 
 
 class _StoreHolder:
@@ -373,7 +366,7 @@ def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, k
             hits = store.search(
                 request.level,
                 model_version=version,
-                vector=None if request.vector is None else query_vector(request.vector, request.space),
+                vector=None if request.vector is None else query_vector(request.vector),
                 raw_query=request.space == "raw",
                 entity_id=request.entity_id,
                 k=request.k,

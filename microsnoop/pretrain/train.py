@@ -183,44 +183,15 @@ def _pretrain(
     metrics_path = out_dir / "metrics.jsonl"
     probe_path = out_dir / "probe.jsonl"
 
-    torch.manual_seed(config.seed)
-    model = MicrosnoopUNet(config.encoder).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16 and runtime.device.type == "cuda")
-    start_epoch = 0
+    model, optimizer, scaler = _build(config, runtime)
     init_record = initial_weights(model, init_from) if init_from is not None else None
+    start_epoch = 0
     if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
-        state = ckpt.training_state or {}
-        started = ckpt.provenance.get("init_from") or {}
-        if started.get("sha256") != (init_record or {}).get("sha256"):
-            raise CheckpointError(
-                f"{last_path}: was started from other initial weights ({started.get('path', 'none')}); "
-                "resume with the same --init-from, or pass a new --out folder"
-            )
-        _check_resumable(
-            state.get("config", {}),
-            config,
-            last_path,
-            saved_pool=ckpt.provenance.get("pool_manifest_hash"),
-            pool_hash=pool_hash,
-        )
-        model.load_state_dict(ckpt.state_dict)
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state["epoch"]) + 1
-        log.info("resuming from %s at epoch %d", last_path, start_epoch)
+        start_epoch = _restore(last_path, model, optimizer, scaler, config, pool_hash=pool_hash, init=init_record)
     elif runtime.is_main:
         metrics_path.unlink(missing_ok=True)
         probe_path.unlink(missing_ok=True)
-    ddp_model: torch.nn.Module = model
-    if runtime.world_size > 1:
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None
-        )
+    ddp_model = _distributed(model, runtime)
 
     planes = load_planes(pool_dir, train_rows, config.preprocess, progress=progress and runtime.is_main)
     val_planes = load_planes(pool_dir, val_rows, config.preprocess, progress=False)
@@ -240,51 +211,21 @@ def _pretrain(
         "init_from": init_record,
     }
     if probe_set is not None and probe is not None and start_epoch == 0:
-        _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=-1)
+        _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=-1)  # the starting point
 
     last_epoch = config.nepoch - 1
-    if config.max_epochs_this_run is not None:
+    if config.max_epochs_this_run is not None:  # stop early this call; the next call resumes
         last_epoch = min(last_epoch, start_epoch + config.max_epochs_this_run - 1)
     t_run = time.perf_counter()
     epoch = start_epoch - 1
     for epoch in range(start_epoch, last_epoch + 1):
-        lr = learning_rate(epoch, base_lr=config.lr, warmup_epochs=config.warmup_epochs, nepoch=config.nepoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = _set_lr(optimizer, config, epoch)
         plan = plan_epoch(
             types, images_per_epoch=config.images_per_epoch, batch_size=config.batch_size, seed=config.seed, epoch=epoch
         )
-        ddp_model.train()
-        t0 = time.perf_counter()
-        losses: list[float] = []
-        seen = 0
-        bar = tqdm(
-            total=config.images_per_epoch // runtime.world_size,
-            desc=f"epoch {epoch + 1}/{config.nepoch}",
-            unit="img",
-            disable=not (progress and runtime.is_main),
-            leave=False,
+        losses, seen, seconds = _train_epoch(
+            ddp_model, loader, plan, optimizer, scaler, config, runtime, epoch, progress
         )
-        for b, target in enumerate(loader.batches(epoch, plan, runtime.rank, runtime.world_size)):
-            batch_index = b * runtime.world_size + runtime.rank
-            mask = make_patch_mask(
-                target.shape[0],
-                target.shape[-2],
-                target.shape[-1],
-                config.mask,
-                generator=_mask_generator(config.seed, epoch, batch_index),
-            )
-            loss = reconstruction_loss(ddp_model, target, mask, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            seen += target.shape[0]
-            bar.update(target.shape[0])
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        bar.close()
-        seconds = time.perf_counter() - t0
         val_loss = evaluate_loss(model, val_crops, config, runtime) if len(val_crops) else None
         if runtime.is_main:
             record = {
@@ -296,13 +237,11 @@ def _pretrain(
                 "seconds": round(seconds, 3),
                 "img_per_s": round(seen * runtime.world_size / seconds, 3),
             }
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            _append_jsonl(metrics_path, record)
             log.info("epoch %d: %s", epoch, record)
             if probe_set is not None and probe is not None and (epoch + 1) % probe.every == 0:
                 _log_probe(probe_path, model, probe_set, probe, config, runtime, epoch=epoch)
-            is_last = epoch == last_epoch
-            if is_last or (epoch + 1) % config.checkpoint_every == 0:
+            if epoch == last_epoch or (epoch + 1) % config.checkpoint_every == 0:
                 _save_all(model, optimizer, scaler, config, provenance, epoch, last_path, enc_path)
         out_of_time = _agree(time_budget_s is not None and time.perf_counter() - t_run > time_budget_s, runtime)
         if out_of_time and epoch < last_epoch:
@@ -317,6 +256,119 @@ def _pretrain(
         epochs_done=epoch + 1,
         finished=epoch + 1 >= config.nepoch,
     )
+
+
+def _build(
+    config: PretrainConfig, runtime: Runtime
+) -> tuple[MicrosnoopUNet, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """The seeded U-Net in the runtime's memory format, its AdamW and its gradient scaler (fp16 on CUDA only)."""
+    torch.manual_seed(config.seed)
+    model = MicrosnoopUNet(config.encoder).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16 and runtime.device.type == "cuda")
+    return model, optimizer, scaler
+
+
+def _distributed(model: MicrosnoopUNet, runtime: Runtime) -> torch.nn.Module:
+    """The model wrapped in DDP under torchrun, else itself."""
+    if runtime.world_size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, config: PretrainConfig, epoch: int) -> float:
+    """Set the schedule's learning rate for ``epoch`` on every parameter group; returns it."""
+    lr = learning_rate(epoch, base_lr=config.lr, warmup_epochs=config.warmup_epochs, nepoch=config.nepoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _restore(
+    last_path: Path,
+    model: MicrosnoopUNet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: PretrainConfig,
+    *,
+    pool_hash: str,
+    init: dict[str, Any] | None,
+) -> int:
+    """Load a run's last state after checking it continues the same trajectory; returns the next epoch."""
+    ckpt = load_checkpoint(last_path)
+    state = ckpt.training_state or {}
+    started = ckpt.provenance.get("init_from") or {}
+    if started.get("sha256") != (init or {}).get("sha256"):
+        raise CheckpointError(
+            f"{last_path}: was started from other initial weights ({started.get('path', 'none')}); "
+            "resume with the same --init-from, or pass a new --out folder"
+        )
+    _check_resumable(
+        state.get("config", {}),
+        config,
+        last_path,
+        saved_pool=ckpt.provenance.get("pool_manifest_hash"),
+        pool_hash=pool_hash,
+    )
+    model.load_state_dict(ckpt.state_dict)
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    start_epoch = int(state["epoch"]) + 1
+    log.info("resuming from %s at epoch %d", last_path, start_epoch)
+    return start_epoch
+
+
+def _train_epoch(
+    ddp_model: torch.nn.Module,
+    loader: _BatchLoader,
+    plan: list[list[int]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: PretrainConfig,
+    runtime: Runtime,
+    epoch: int,
+    progress: bool,
+) -> tuple[list[float], int, float]:
+    """One epoch of masked-reconstruction steps; returns the batch losses, images seen and seconds."""
+    ddp_model.train()
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    seen = 0
+    bar = tqdm(
+        total=config.images_per_epoch // runtime.world_size,
+        desc=f"epoch {epoch + 1}/{config.nepoch}",
+        unit="img",
+        disable=not (progress and runtime.is_main),
+        leave=False,
+    )
+    for b, target in enumerate(loader.batches(epoch, plan, runtime.rank, runtime.world_size)):
+        batch_index = b * runtime.world_size + runtime.rank
+        mask = make_patch_mask(
+            target.shape[0],
+            target.shape[-2],
+            target.shape[-1],
+            config.mask,
+            generator=_mask_generator(config.seed, epoch, batch_index),
+        )
+        loss = reconstruction_loss(ddp_model, target, mask, runtime)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+        seen += target.shape[0]
+        bar.update(target.shape[0])
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    return losses, seen, time.perf_counter() - t0
 
 
 def initial_weights(model: MicrosnoopUNet, path: Path) -> dict[str, Any]:

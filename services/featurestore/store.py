@@ -102,6 +102,13 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unit_vector(q: np.ndarray) -> np.ndarray:
+    """``q`` scaled to unit length in float64 first (no under/overflow), returned as float32."""
+    x = np.asarray(q, dtype=np.float64)
+    x = x / np.abs(x).max()
+    return (x / np.linalg.norm(x)).astype(np.float32)
+
+
 def _filter_column(key: str) -> sql.Composable:
     """The SQL expression a filter key compares: its column, or its text in the ``extra`` jsonb."""
     if key in EXTRA_FILTERS:
@@ -395,12 +402,13 @@ class FeatureStore:
                     if value is not None:
                         clauses.append(_filter_column(key) + sql.SQL(" IS DISTINCT FROM %s"))
                         params.append(value)
-            q = np.asarray(vector, dtype=np.float32).ravel()
+            q = np.asarray(vector, dtype=np.float64).ravel()
             if q.shape != (dim,) or not np.isfinite(q).all() or not q.any():
                 raise StoreError(f"the query vector must be {dim} finite numbers, not all zero (got shape {q.shape})")
-            if entity_id is None and raw_query:  # a raw embedding joins the published (centred) space
-                centre = stored_centre(cur, level, model_version)
-                q = q if centre is None else apply_centre(q, centre)[0]
+            centre = stored_centre(cur, level, model_version) if entity_id is None and raw_query else None
+            # A raw embedding joins the published (centred) space at its own scale; then every query is a
+            # unit vector (cosine is scale-free, and 1e-30 or 3e38 would under/overflow in float32).
+            q = apply_centre(q, centre)[0] if centre is not None else unit_vector(q)
             if exact:
                 order, settings = sql.SQL("embedding <=> %s::vector"), sql.SQL("SELECT 1")
             else:
