@@ -311,20 +311,10 @@ def _docs_page(schema: dict[str, Any]) -> str:
     )
 
 
-def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, keys: KeyRing | None = None) -> FastAPI:
-    """The search API over the feature store of settings (keys: from settings.search_api_keys when not given)."""
-    config = config or ApiConfig()
-    if keys is None and settings.search_api_keys:
-        keys = KeyRing(Path(settings.search_api_keys))
-    app = FastAPI(title="microsnoop similarity search", version="1", docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    holder = _StoreHolder(settings, config)
-    health_check = _Health(settings, config.health_ttl_s)
-    app.state.store_holder = holder
-    app.state.keys = keys
+def authenticator(keys: KeyRing | None) -> Callable[[Request], ApiKey | None]:
+    """The request dependency naming the calling key (None when the API runs open); 401/403 otherwise."""
 
     def caller(request: Request) -> ApiKey | None:
-        """The calling key (None when the API runs open); 401/403 otherwise."""
         if keys is None:
             return None
         header = request.headers.get("authorization", "")
@@ -337,6 +327,23 @@ def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, k
         if READ_SCOPE not in key.scopes:
             raise HTTPException(403, f"key {key.name!r} lacks the {READ_SCOPE} scope")
         return key
+
+    return caller
+
+
+def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, keys: KeyRing | None = None) -> FastAPI:
+    """The search API over the feature store of settings (keys: from settings.search_api_keys when not given)."""
+    config = config or ApiConfig()
+    if keys is None and settings.search_api_keys:
+        keys = KeyRing(Path(settings.search_api_keys))
+    app = FastAPI(title="microsnoop similarity search", version="1", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    holder = _StoreHolder(settings, config)
+    health_check = _Health(settings, config.health_ttl_s)
+    app.state.store_holder = holder
+    app.state.keys = keys
+
+    caller = authenticator(keys)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
