@@ -109,6 +109,17 @@ def _mask_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
     )
 
 
+def _batch_mask(target: torch.Tensor, config: PretrainConfig, epoch: int, index: int) -> torch.Tensor:
+    """The patch mask of one batch, seeded by (run seed, epoch, batch index) so a resumed run draws the same."""
+    return make_patch_mask(
+        target.shape[0],
+        target.shape[-2],
+        target.shape[-1],
+        config.mask,
+        generator=_mask_generator(config.seed, epoch, index),
+    )
+
+
 def reconstruction_loss(
     model: torch.nn.Module, target: torch.Tensor, mask: torch.Tensor, runtime: Runtime
 ) -> torch.Tensor:
@@ -351,13 +362,7 @@ def _train_epoch(
     )
     for b, target in enumerate(loader.batches(epoch, plan, runtime.rank, runtime.world_size)):
         batch_index = b * runtime.world_size + runtime.rank
-        mask = make_patch_mask(
-            target.shape[0],
-            target.shape[-2],
-            target.shape[-1],
-            config.mask,
-            generator=_mask_generator(config.seed, epoch, batch_index),
-        )
+        mask = _batch_mask(target, config, epoch, batch_index)
         loss = reconstruction_loss(ddp_model, target, mask, runtime)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -458,13 +463,7 @@ def evaluate_loss(model: torch.nn.Module, crops: torch.Tensor, config: PretrainC
     losses = []
     for start in range(0, len(crops), config.batch_size):
         target = crops[start : start + config.batch_size]
-        mask = make_patch_mask(
-            target.shape[0],
-            target.shape[-2],
-            target.shape[-1],
-            config.mask,
-            generator=_mask_generator(config.seed, VALIDATION_EPOCH, start),
-        )
+        mask = _batch_mask(target, config, VALIDATION_EPOCH, start)
         losses.append(float(reconstruction_loss(model, target, mask, runtime)) * len(target))
     model.train(was_training)
     return sum(losses) / len(crops)
