@@ -133,18 +133,6 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
 
 
-def query_vector(vector: list[float]) -> np.ndarray:
-    """The query checked (finite, not all zero) in float64; the store centres a raw one at its own scale and
-    scales every query to unit length before PostgreSQL sees it (1e-30 or 3e38 would under/overflow there).
-    """
-    q = np.asarray(vector, dtype=np.float64)
-    if not np.isfinite(q).all():
-        raise StoreError("the query vector must hold finite numbers only (no NaN or infinity)")
-    if not q.any():
-        raise StoreError("the query vector is all zeros; give a vector with at least one non-zero value")
-    return q
-
-
 class _StoreHolder:
     """Opens the FeatureStore lazily, bounds concurrent use to its pool and drops it when the database goes away."""
 
@@ -373,7 +361,7 @@ def create_app(settings: PlatformSettings, *, config: ApiConfig | None = None, k
             hits = store.search(
                 request.level,
                 model_version=version,
-                vector=None if request.vector is None else query_vector(request.vector),
+                vector=None if request.vector is None else np.asarray(request.vector, dtype=np.float64),
                 raw_query=request.space == "raw",
                 entity_id=request.entity_id,
                 k=request.k,
