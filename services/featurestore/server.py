@@ -259,6 +259,7 @@ def _start(pgdata: Path, user: str | None) -> None:
     socket_dir = _socket_dir(pgdata, user)
     log_file = pgdata / "server.log"
     options = f"-h '' -k '{socket_dir}' -c max_connections=100 -c shared_buffers={shared_buffers_mb()}MB"
+    options += " -c shared_preload_libraries=pg_prewarm"  # autoprewarm: buffers (the ANN indexes) survive restarts
     result = _run([str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(pgdata), "-l", str(log_file),
                    "-o", options], user=user, timeout=90)  # fmt: skip
     if result.returncode != 0:
