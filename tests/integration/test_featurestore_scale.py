@@ -237,7 +237,6 @@ def test_the_embedded_server_keeps_indexes_in_shared_buffers(store: FeatureStore
         assert cur.fetchone()[0] == shared_buffers_mb() >= 128  # type: ignore[index]
 
 
-
 def test_indexes_are_back_in_shared_buffers_after_a_restart() -> None:
     """autoprewarm (pg_prewarm preloaded) dumps the buffer list at shutdown and reloads it at start, so the
     first queries after a restart do not read the ANN index from disk (1M x 256: first-pass p95 17 ms cold)."""
