@@ -346,6 +346,20 @@ def embed(
             "omitted: the checkpoint's own. Recorded in run.json."
         ),
     ] = None,
+    intensity: Annotated[
+        str | None,
+        typer.Option(
+            help="crop (each crop's channels scaled to their own percentiles, the paper's) or dataset (one scale "
+            "per channel, fitted on up to 512 of the input images: brightness differences between cells survive; "
+            "docs/intensity.md); omitted: the checkpoint's own. The levels are recorded in run.json."
+        ),
+    ] = None,
+    intensity_levels_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse the intensity levels of an earlier run (its run.json), so new images land in its space."
+        ),
+    ] = None,
     skip_border: Annotated[
         bool | None,
         typer.Option(
@@ -382,7 +396,7 @@ def embed(
     from microsnoop.io.sources import source_from_folder, source_from_stack, source_from_table
     from microsnoop.models.factory import load_named
     from microsnoop.profile import ProfileConfig
-    from microsnoop.protocol import contract_for_protocol, protocol_defaults, with_embedding_options
+    from microsnoop.protocol import contract_for_protocol, levels_of_run, protocol_defaults, with_embedding_options
     from microsnoop.stream import StreamConfig, run_embedding
 
     _setup_logging(verbose)
@@ -400,7 +414,9 @@ def embed(
         raise typer.BadParameter("give --checkpoint PATH or --untrained")
     encoder, model_id = load_named(checkpoint)  # None: the untrained network, seed 0
     contract = encoder.preprocess if protocol is None else contract_for_protocol(encoder.preprocess, protocol)
-    contract = with_embedding_options(contract, canvas=canvas, pooling=pooling)
+    contract = with_embedding_options(contract, canvas=canvas, pooling=pooling, intensity=intensity)
+    if intensity_levels_from is not None:
+        contract = levels_of_run(contract, intensity_levels_from)
     implied = protocol_defaults(contract.protocol)
     segment = None
     if mode == "cell-region":
@@ -748,6 +764,13 @@ def benchmark(
     pooling: Annotated[
         str | None, typer.Option(help="all or valid pooling for every encoder (omitted: each checkpoint's own).")
     ] = None,
+    intensity: Annotated[
+        str | None,
+        typer.Option(
+            help="crop (each crop's own percentiles) or dataset (one scale per channel, fitted on the suite's "
+            "images) for every encoder (omitted: each checkpoint's own)."
+        ),
+    ] = None,
     amp: Annotated[str, typer.Option(help=AMP_HELP)] = "auto",
 ) -> None:
     """Score embeddings and baselines on a benchmark suite; writes JSON, markdown and plots."""
@@ -774,6 +797,7 @@ def benchmark(
         protocol=protocol,
         canvas=canvas,
         pooling=pooling,
+        intensity=intensity,
         amp=check_amp(amp),
     )
     result = registry[suite](data, checkpoints, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,6 +69,7 @@ def check_amp(amp: str) -> str:
 
 CANVASES = ("fixed", "crop")
 POOLINGS = ("all", "valid")
+INTENSITIES = ("crop", "dataset")
 DECODER_VARIANTS = ("cellpose3", "reference")
 
 
@@ -86,14 +88,22 @@ class PreprocessContract:
     # these fields existed: every crop zero-padded to input_size, global average pool over the whole canvas.
     canvas: str = "fixed"  # "fixed": pad to input_size; "crop": canvas = crop side rounded up to a multiple of 8
     pooling: str = "all"  # "all": average every position; "valid": only the positions the crop covers
+    # Intensity scale (docs/intensity.md). "crop": each crop's channel to its own percentiles (the paper's);
+    # "dataset": every crop's channel c to the same levels intensity_levels[c] = (low, high), fitted once over
+    # the input set, so brightness differences between cells (DNA content, expression) survive.
+    intensity: str = "crop"
+    intensity_levels: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_intensity()
         if self.canvas not in CANVASES:
             raise ConfigError(f"canvas must be one of {CANVASES}, got {self.canvas!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.protocol == "reference" and (self.canvas, self.pooling) != ("fixed", "all"):
             raise ConfigError("protocol 'reference' pads to input_size and pools everything: canvas=fixed, pooling=all")
+        if self.protocol == "reference" and self.intensity != "crop":
+            raise ConfigError("protocol 'reference' scales every crop to its own percentiles: intensity=crop")
         if self.protocol not in ("default", "reference"):
             raise ConfigError(f"protocol must be 'default' or 'reference', got {self.protocol!r}")
         if self.protocol == "reference" and self.normalize_before_pad:
@@ -107,6 +117,16 @@ class PreprocessContract:
             raise ConfigError(f"embedding_norm must be 'l2' or 'none', got {self.embedding_norm!r}")
         if self.input_size % 16 != 0:
             raise ConfigError(f"input_size must be a multiple of 16, got {self.input_size}")
+
+    def _check_intensity(self) -> None:
+        levels = tuple((float(lo), float(hi)) for lo, hi in self.intensity_levels)
+        object.__setattr__(self, "intensity_levels", levels)  # JSON gives lists; keep the dataclass hashable
+        if self.intensity not in INTENSITIES:
+            raise ConfigError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
+        if any(not (math.isfinite(lo) and math.isfinite(hi) and hi > lo) for lo, hi in levels):
+            raise ConfigError(f"intensity_levels must be finite (low, high) pairs with high > low, got {levels}")
+        if levels and self.intensity != "dataset":
+            raise ConfigError("intensity_levels apply to intensity='dataset' only; drop them or set intensity")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form for checkpoints and manifests."""

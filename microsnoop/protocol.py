@@ -19,7 +19,9 @@ and its measured effect.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from microsnoop.config import PreprocessContract
 from microsnoop.errors import ConfigError
@@ -57,7 +59,15 @@ def contract_for_protocol(contract: PreprocessContract, protocol: str) -> Prepro
     """
     check_protocol(protocol)
     if protocol == "reference":
-        return replace(contract, protocol=protocol, normalize_before_pad=False, canvas="fixed", pooling="all")
+        return replace(
+            contract,
+            protocol=protocol,
+            normalize_before_pad=False,
+            canvas="fixed",
+            pooling="all",
+            intensity="crop",
+            intensity_levels=(),
+        )
     return replace(contract, protocol=protocol, normalize_before_pad=True)
 
 
@@ -67,15 +77,39 @@ def protocol_defaults(protocol: str) -> ProtocolDefaults:
 
 
 def with_embedding_options(
-    contract: PreprocessContract, *, canvas: str | None = None, pooling: str | None = None
+    contract: PreprocessContract,
+    *,
+    canvas: str | None = None,
+    pooling: str | None = None,
+    intensity: str | None = None,
 ) -> PreprocessContract:
-    """The contract with its canvas and/or pooling replaced (``None`` keeps the stored choice).
+    """The contract with its canvas, pooling and/or intensity scale replaced (``None`` keeps the stored choice).
+
+    A new intensity scale drops the stored levels (``dataset`` levels are fitted on the images to embed).
 
     >>> with_embedding_options(PreprocessContract(), canvas="crop", pooling="valid").canvas
     'crop'
     """
+    new_scale = intensity is not None and intensity != contract.intensity
     return replace(
         contract,
         canvas=contract.canvas if canvas is None else canvas,
         pooling=contract.pooling if pooling is None else pooling,
+        intensity=contract.intensity if intensity is None else intensity,
+        intensity_levels=() if new_scale else contract.intensity_levels,
     )
+
+
+def levels_of_run(contract: PreprocessContract, run_json: Path) -> PreprocessContract:
+    """The contract with the ``dataset`` intensity levels recorded in an earlier run's ``run.json``."""
+    try:
+        recorded = json.loads(Path(run_json).read_text())["contract"]
+        levels = recorded.get("intensity_levels") or ()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{run_json}: not a run.json of microsnoop embed ({exc}); pass the run folder's run.json"
+        ) from exc
+    if recorded.get("intensity") != "dataset" or not levels:
+        used = recorded.get("intensity", "crop")
+        raise ConfigError(f"{run_json}: that run used intensity {used!r}, so it has no levels to reuse")
+    return replace(contract, intensity="dataset", intensity_levels=tuple(tuple(pair) for pair in levels))

@@ -29,10 +29,12 @@ from microsnoop.errors import ChannelMismatchError, ConfigError, InvalidImageErr
 from microsnoop.io.sources import ID, StackCache, load_mask, load_row
 from microsnoop.models.unet import MicrosnoopEncoder
 from microsnoop.preprocess.crop import check_mask
+from microsnoop.preprocess.normalize import with_intensity_levels
 from microsnoop.profile import ImageProfile, ProfileConfig, Segment, profile_images
 
 log = logging.getLogger(__name__)
 CROPS_PER_IMAGE_GUESS = {"single-cell": 1, "rescale": 1, "tile": 9, "cell-region": 64}
+INTENSITY_SAMPLE = 512  # images read (evenly spaced) to fit intensity='dataset' levels
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,36 @@ def _first_readable(records: list[dict[str, Any]], cache: StackCache, gray_rgb: 
     raise InvalidImageError(f"none of the {len(records)} input images can be read; check the paths and formats")
 
 
+def fit_source_levels(
+    records: list[dict[str, Any]],
+    contract: PreprocessContract,
+    *,
+    gray_rgb: bool = False,
+    sample: int = INTENSITY_SAMPLE,
+) -> PreprocessContract:
+    """The contract ready for the source: under ``intensity='dataset'`` without levels, levels fitted on up to
+    ``sample`` evenly spaced readable images (fields in cell-region mode, cells in single-cell mode).
+
+    Deterministic for a given source, so a resumed or re-run embedding fits the same levels.
+    """
+    if contract.intensity != "dataset" or contract.intensity_levels:
+        return contract
+    cache = StackCache()
+    images = []
+    for i in np.unique(np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)):
+        try:
+            images.append(load_row(records[i], cache, gray_rgb=gray_rgb))
+        except InvalidImageError as exc:
+            log.warning("fitting intensity levels: %s", exc)
+    cache.clear()
+    try:
+        fitted = with_intensity_levels(contract, images)
+    except ValueError as exc:
+        raise ConfigError(f"intensity 'dataset': {exc}") from exc
+    log.info("intensity levels fitted on %d images: %s", len(images), fitted.intensity_levels)
+    return fitted
+
+
 def run_embedding(
     source: pd.DataFrame,
     out_dir: Path,
@@ -261,6 +293,7 @@ def run_embedding(
             f"nucleus_channel {profile.nucleus_channel} does not exist: the images have {first.shape[0]} channel(s); "
             f"pass --nucleus-channel between 0 and {first.shape[0] - 1}"
         )
+    contract = fit_source_levels(records, contract, gray_rgb=stream.gray_rgb)
     chunk = chunk_size(first, contract, profile.mode, stream)
     cache.clear()
     n_chunks = -(-len(records) // chunk)

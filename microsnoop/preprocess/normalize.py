@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,6 +74,8 @@ def prepare_groups(crops: list[np.ndarray], contract: PreprocessContract) -> lis
 
     A crop's planes depend only on the crop and the contract, never on the other crops.
     """
+    if contract.intensity == "dataset":
+        _check_levels(contract, crops)
     by_side: dict[int, list[int]] = {}
     for i, crop in enumerate(crops):
         by_side.setdefault(canvas_side(crop.shape, contract), []).append(i)
@@ -88,10 +91,10 @@ def prepare_groups(crops: list[np.ndarray], contract: PreprocessContract) -> lis
                 row = out[j * n_ch + c, 0]
                 boxes[j * n_ch + c] = (y0, x0, h, w)
                 if contract.normalize_before_pad:
-                    row[y0 : y0 + h, x0 : x0 + w] = _norm(plane, contract)
+                    row[y0 : y0 + h, x0 : x0 + w] = _norm(plane, contract, c)
                 else:
                     row[y0 : y0 + h, x0 : x0 + w] = plane
-                    out[j * n_ch + c, 0] = _norm(row, contract)
+                    out[j * n_ch + c, 0] = _norm(row, contract, c)
         groups.append(PreparedGroup(np.asarray(members, dtype=np.int64), out, boxes))
     return groups
 
@@ -114,7 +117,70 @@ def valid_masks(boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _norm(plane: np.ndarray, contract: PreprocessContract) -> np.ndarray:
-    return normalize_percentile(
-        plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
-    )
+def fit_intensity_levels(
+    images: Sequence[np.ndarray], contract: PreprocessContract, *, pixels_per_image: int = 4096, seed: int = 0
+) -> tuple[tuple[float, float], ...]:
+    """Per-channel (low, high) = the contract's percentiles over a seeded pixel sample of ``C x H x W`` images.
+
+    The levels of ``intensity='dataset'``: one scale for every crop, so relative brightness survives.
+
+    >>> fit_intensity_levels([np.arange(100.0).reshape(1, 10, 10)], PreprocessContract(), pixels_per_image=100)
+    ((0.99, 98.01),)
+    """
+    if len(images) == 0:
+        raise ValueError("cannot fit intensity levels on no images; give the cells or fields to embed")
+    n_ch = images[0].shape[0]
+    rng = np.random.default_rng(seed)
+    samples: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
+    for image in images:
+        if image.shape[0] != n_ch:
+            raise ValueError(f"images have {image.shape[0]} and {n_ch} channels; one dataset needs one channel layout")
+        for c in range(n_ch):
+            flat = np.asarray(image[c], dtype=np.float32).ravel()
+            take = flat if flat.size <= pixels_per_image else flat[rng.choice(flat.size, pixels_per_image)]
+            samples[c].append(take[np.isfinite(take)])
+    levels = []
+    for c in range(n_ch):
+        lo, hi = (
+            float(v)
+            for v in np.percentile(np.concatenate(samples[c]), [contract.lower_percentile, contract.upper_percentile])
+        )
+        if not hi > lo:
+            raise ValueError(
+                f"channel {c} is constant over the images; intensity='dataset' cannot scale it, use 'crop'"
+            )
+        levels.append((lo, hi))
+    return tuple(levels)
+
+
+def with_intensity_levels(contract: PreprocessContract, images: Sequence[np.ndarray]) -> PreprocessContract:
+    """The contract ready to embed ``images``: under ``intensity='dataset'`` without levels, levels fitted on them."""
+    if contract.intensity != "dataset" or contract.intensity_levels:
+        return contract
+    return replace(contract, intensity_levels=fit_intensity_levels(images, contract))
+
+
+def _check_levels(contract: PreprocessContract, crops: list[np.ndarray]) -> None:
+    """One-line errors for a dataset-intensity contract without levels or with levels for other channels."""
+    levels = contract.intensity_levels
+    if not levels:
+        raise ValueError(
+            "intensity='dataset' needs intensity_levels; fit them with with_intensity_levels(contract, images)"
+        )
+    wrong = {crop.shape[0] for crop in crops} - {len(levels)}
+    if wrong:
+        raise ValueError(
+            f"the contract's intensity levels cover {len(levels)} channel(s), the images have {sorted(wrong)}; "
+            "refit them on these images"
+        )
+
+
+def _norm(plane: np.ndarray, contract: PreprocessContract, channel: int) -> np.ndarray:
+    if contract.intensity == "crop":
+        return normalize_percentile(
+            plane, lower=contract.lower_percentile, upper=contract.upper_percentile, clip=contract.clip
+        )
+    levels = contract.intensity_levels
+    lo, hi = levels[channel]
+    out = (plane.astype(np.float32, copy=False) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0) if contract.clip else out

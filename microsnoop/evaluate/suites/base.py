@@ -43,6 +43,7 @@ class SuiteConfig:
     protocol: str | None = None  # None: each checkpoint's own contract; else "reference" or "default" for all
     canvas: str | None = None  # None: each checkpoint's own; else "fixed" or "crop" for every encoder
     pooling: str | None = None  # None: each checkpoint's own; else "all" or "valid" for every encoder
+    intensity: str | None = None  # None: each checkpoint's own; else "crop" or "dataset" (levels fitted per suite)
 
     def __post_init__(self) -> None:
         if self.limit_per_class is not None and self.limit_per_class <= 0:
@@ -114,8 +115,9 @@ def load_encoders(
 ) -> dict[str, tuple[MicrosnoopEncoder, str]]:
     """Name -> (encoder, model id); ``None`` gives the seeded untrained network of ``config.untrained``.
 
-    With ``config.protocol`` set, every encoder's contract is switched to that protocol; ``config.canvas``
-    and ``config.pooling`` override the content-aware options of every contract the same way.
+    With ``config.protocol`` set, every encoder's contract is switched to that protocol; ``config.canvas``,
+    ``config.pooling`` and ``config.intensity`` override those options of every contract the same way
+    (a suite fits ``dataset`` intensity levels on its own images, :func:`with_intensity_levels`).
     """
     out = {}
     for name, path in checkpoints.items():
@@ -124,7 +126,9 @@ def load_encoders(
         )
         if config.protocol is not None:
             encoder.preprocess = contract_for_protocol(encoder.preprocess, config.protocol)
-        encoder.preprocess = with_embedding_options(encoder.preprocess, canvas=config.canvas, pooling=config.pooling)
+        encoder.preprocess = with_embedding_options(
+            encoder.preprocess, canvas=config.canvas, pooling=config.pooling, intensity=config.intensity
+        )
         out[name] = (encoder, model_id)
     return out
 

@@ -23,6 +23,7 @@ from microsnoop.evaluate.suites.base import (
 )
 from microsnoop.postprocess.aggregate import per_well
 from microsnoop.postprocess.sphere import FewControlsWarning, SphereConfig, apply_sphering, fit_sphering
+from microsnoop.preprocess.normalize import with_intensity_levels
 
 CELLS_TABLE = "cells_small_200perwell.csv"
 CELLS_NPZ = "bbbc021_singlecell_small_200perwell.npz"
@@ -106,8 +107,9 @@ def bbbc021_cells_suite(data_dir: Path, checkpoints: Mapping[str, Path | None], 
     versions: dict[str, str] = {}
     runtime = init_runtime(device=config.device, amp=config.amp)
     for name, (encoder, version) in load_encoders(checkpoints, config).items():
+        contract = with_intensity_levels(encoder.preprocess, images)
         feature_sets[name] = embed_images(
-            encoder, images, encoder.preprocess, runtime, batch_size=config.batch_size, progress=True
+            encoder, images, contract, runtime, batch_size=config.batch_size, progress=True
         )
         versions[name] = version
     if config.handcrafted:

@@ -23,6 +23,7 @@ from microsnoop.evaluate.suites.base import (
     sample_per_class,
 )
 from microsnoop.io.images import read_raw
+from microsnoop.preprocess.normalize import with_intensity_levels
 
 log = logging.getLogger(__name__)
 INTERPHASE = {"G1": "Interphase", "S_phase": "Interphase", "G2": "Interphase"}
@@ -56,8 +57,9 @@ def cell_cycle_suite(data_dir: Path, checkpoints: Mapping[str, Path | None], con
     runtime = init_runtime(device=config.device, amp=config.amp)
     for name, (encoder, version) in load_encoders(checkpoints, config).items():
         log.info("embedding %d cells with %s", len(images), name)
+        contract = with_intensity_levels(encoder.preprocess, images)
         feature_sets[name] = embed_images(
-            encoder, images, encoder.preprocess, runtime, batch_size=config.batch_size, progress=True
+            encoder, images, contract, runtime, batch_size=config.batch_size, progress=True
         )
         versions[name] = version
     if config.handcrafted:

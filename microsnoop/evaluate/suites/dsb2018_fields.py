@@ -15,6 +15,7 @@ from microsnoop.evaluate.classification import knn_loo_scores
 from microsnoop.evaluate.handcrafted import field_features
 from microsnoop.evaluate.suites.base import SuiteConfig, SuiteResult, count_classes, load_encoders, sample_per_class
 from microsnoop.io.images import read_image, read_raw
+from microsnoop.preprocess.normalize import with_intensity_levels
 from microsnoop.profile import ProfileConfig, profile_images
 from microsnoop.protocol import protocol_defaults
 
@@ -49,7 +50,8 @@ def dsb2018_fields_suite(data_dir: Path, checkpoints: Mapping[str, Path | None],
             skip_border=implied.skip_border,
             border_rule=implied.border_rule,
         )
-        profs = profile_images(encoder, fields, encoder.preprocess, runtime, profile, masks=masks)
+        contract = with_intensity_levels(encoder.preprocess, fields)
+        profs = profile_images(encoder, fields, contract, runtime, profile, masks=masks)
         if any(p.embedding is None for p in profs) and implied.empty != "zero":
             raise ValueError(f"{data_dir}: a field has no labelled cells; every suite field needs a ground-truth mask")
         dim = encoder.config.embedding_dim * fields[0].shape[0]
