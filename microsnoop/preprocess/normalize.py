@@ -118,7 +118,11 @@ def valid_masks(boxes: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_intensity_levels(
-    images: Sequence[np.ndarray], contract: PreprocessContract, *, pixels_per_image: int = 4096, seed: int = 0
+    images: Sequence[np.ndarray] | np.ndarray,
+    contract: PreprocessContract,
+    *,
+    pixels_per_image: int = 4096,
+    seed: int = 0,
 ) -> tuple[tuple[float, float], ...]:
     """Per-channel (low, high) = the contract's percentiles over a seeded pixel sample of ``C x H x W`` images.
 
@@ -153,7 +157,9 @@ def fit_intensity_levels(
     return tuple(levels)
 
 
-def with_intensity_levels(contract: PreprocessContract, images: Sequence[np.ndarray]) -> PreprocessContract:
+def with_intensity_levels(
+    contract: PreprocessContract, images: Sequence[np.ndarray] | np.ndarray
+) -> PreprocessContract:
     """The contract ready to embed ``images``: under ``intensity='dataset'`` without levels, levels fitted on them."""
     if contract.intensity != "dataset" or contract.intensity_levels:
         return contract
