@@ -82,7 +82,7 @@ RUN groupadd --system --gid 10001 microsnoop \
     && chown 10001:10001 /data
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY models/microsnoop-cpu-v1.pt ./models/microsnoop-cpu-v1.pt
+COPY models/microsnoop-cpu-v1.pt models/microsnoop-cpu-v1.1.pt ./models/
 # The HEALTHCHECK probe: MICROSNOOP_HEALTHCHECK_URL (space-separated URLs) or the three services' defaults;
 # healthy when one answers 200. Kubernetes ignores it and uses the chart's probes instead.
 COPY --chmod=0755 <<'EOF' /usr/local/bin/microsnoop-healthcheck

@@ -217,14 +217,30 @@ def export(
             help="Drop the decoder (embedding only); --no-encoder-only keeps it so the file also serves reconstruction."
         ),
     ] = True,
+    canvas: Annotated[
+        str | None, typer.Option(help="Store this embedding canvas (crop or fixed) in the contract; omitted: kept.")
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option(help="Store this pooling (valid or all) in the contract; omitted: kept.")
+    ] = None,
+    intensity: Annotated[
+        str | None,
+        typer.Option(
+            help="Store this intensity scale (crop or dataset, docs/intensity.md) in the contract; omitted: kept."
+        ),
+    ] = None,
 ) -> None:
     """Write a shippable checkpoint (weights, contract, provenance; no optimiser state)."""
-    from microsnoop.models.checkpoint import load_unet, save_checkpoint
+    from microsnoop.models.checkpoint import file_sha256, load_unet, save_checkpoint
+    from microsnoop.protocol import with_embedding_options
 
     model, ckpt = load_unet(checkpoint)
-    save_checkpoint(
-        out, model, preprocess=ckpt.preprocess, provenance=ckpt.provenance, encoder_only=encoder_only, half=half
-    )
+    contract = with_embedding_options(ckpt.preprocess, canvas=canvas, pooling=pooling, intensity=intensity)
+    provenance = dict(ckpt.provenance)
+    if contract != ckpt.preprocess:  # same weights, another embedding contract: say where it came from
+        changed = {k: v for k, v in contract.to_dict().items() if ckpt.preprocess.to_dict().get(k) != v}
+        provenance["contract_changed"] = {"from_sha256": file_sha256(checkpoint), "fields": changed}
+    save_checkpoint(out, model, preprocess=contract, provenance=provenance, encoder_only=encoder_only, half=half)
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -20,9 +20,12 @@ from services.staging import archive_files, content_digest, local_input
 log = logging.getLogger(__name__)
 
 
-# How the platform embeds cells (the profiling step and dashboard uploads must agree): content-aware.
+# How the platform embeds cells (the profiling step and dashboard uploads must agree): content-aware, each
+# crop on its own intensity scale. A checkpoint's "dataset" scale is not used here yet: its levels would
+# have to be fitted before the shard fan-out and stored with the published version (docs/intensity.md).
 EMBED_CANVAS = "crop"
 EMBED_POOLING = "valid"
+EMBED_INTENSITY = "crop"
 
 
 def curate_step(inputs: list[str], out_dir: str, *, types_table: str = "") -> dict[str, Any]:
@@ -249,7 +252,7 @@ def embed_step(
         source,
         Path(out_dir),
         encoder,
-        with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling),
+        with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling, intensity=EMBED_INTENSITY),
         init_runtime(device=device, amp=settings.amp),
         model_id=version,
         profile=ProfileConfig(mode=mode, rc=rc),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from microsnoop.config import PreprocessContract
+
+log = logging.getLogger(__name__)
 
 
 def normalize_percentile(
@@ -149,10 +152,9 @@ def fit_intensity_levels(
             float(v)
             for v in np.percentile(np.concatenate(samples[c]), [contract.lower_percentile, contract.upper_percentile])
         )
-        if not hi > lo:
-            raise ValueError(
-                f"channel {c} is constant over the images; intensity='dataset' cannot scale it, use 'crop'"
-            )
+        if not hi > lo:  # a blank channel: it embeds as zeros, as a constant plane does under the per-crop scale
+            log.warning("channel %d is constant over the images (%g): it will embed as zeros", c, lo)
+            hi = lo + 1.0
         levels.append((lo, hi))
     return tuple(levels)
 

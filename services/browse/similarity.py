@@ -153,7 +153,7 @@ def embed_upload(
     from microsnoop.segment import make_segmenter
     from services.browse.thumbnails import decode_image
     from services.registry import resolve_encoder
-    from services.steps import EMBED_CANVAS, EMBED_POOLING, model_version_of
+    from services.steps import EMBED_CANVAS, EMBED_INTENSITY, EMBED_POOLING, model_version_of
 
     check_upload(data, name)
     checkpoint = resolve_encoder(settings, ref)
@@ -180,7 +180,9 @@ def embed_upload(
         return labels
 
     config = ProfileConfig(mode="cell-region", rc=1.0)
-    contract = with_embedding_options(encoder.preprocess, canvas=EMBED_CANVAS, pooling=EMBED_POOLING)
+    contract = with_embedding_options(
+        encoder.preprocess, canvas=EMBED_CANVAS, pooling=EMBED_POOLING, intensity=EMBED_INTENSITY
+    )
     (profile,) = profile_images(encoder, [image], contract, runtime, config, segment=segment_capped)
     if profile.embedding is None:
         rescale = ProfileConfig(mode="rescale")

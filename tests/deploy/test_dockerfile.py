@@ -178,6 +178,7 @@ def test_installed_package_matches_pyproject(instructions: list[Instruction], py
         "requirements.lock",
         pyproject["project"]["readme"],
         "models/microsnoop-cpu-v1.pt",
+        "models/microsnoop-cpu-v1.1.pt",
     ):
         assert needed in copied, f"{needed} is not copied"
     for path in copied:

@@ -9,6 +9,7 @@ per-shard retries, the merge collecting every iteration).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,13 +99,15 @@ def test_the_split_is_content_keyed_and_order_free(staged: tuple[Path, PlatformS
         plan_shards(str(folder), 0)
 
 
-def _sharded(folder: Path, out: Path, settings: PlatformSettings, mode: str) -> tuple[list[dict], list[str], list]:
+def _sharded(
+    folder: Path, out: Path, settings: PlatformSettings, mode: str, model: str = MODEL
+) -> tuple[list[dict], list[str], list]:
     plan = plan_shards(str(folder), 3)
     dirs, results = [], []
     for shard in reversed(plan):  # any order: the merge goes by key
         seg, emb = out / f"seg{shard['index']}", out / f"emb{shard['index']}"
         results.append(segment_shard_step(str(folder), str(seg), shard=shard, settings=settings))
-        results.append(embed_shard_step(str(seg), str(emb), shard=shard, model_ref=MODEL, mode=mode, settings=settings))
+        results.append(embed_shard_step(str(seg), str(emb), shard=shard, model_ref=model, mode=mode, settings=settings))
         dirs.append(str(emb))
     return plan, dirs, results
 
@@ -143,6 +146,24 @@ def test_sharded_result_equals_the_unsharded_one(
     assert (tmp_path / "merged" / "model_version.txt").read_text() == (
         tmp_path / "whole" / "model_version.txt"
     ).read_text()
+
+
+def test_shards_agree_for_a_checkpoint_that_asks_for_a_dataset_scale(
+    staged: tuple[Path, PlatformSettings], tmp_path: Path
+) -> None:
+    """v1.1 stores intensity='dataset'; the platform embeds per crop (EMBED_INTENSITY) until the levels are fitted
+    before the fan-out and stored with the version, else every shard would fit levels of its own."""
+    folder, settings = staged
+    shipped = str(REPO / "models" / "microsnoop-cpu-v1.1.pt")
+    segment_step(str(folder), str(tmp_path / "seg"), settings=settings)
+    embed_step(str(tmp_path / "seg"), str(tmp_path / "whole"), model_ref=shipped, mode="rescale", settings=settings)
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["contract"]["intensity"] == "crop"
+    plan, dirs, _ = _sharded(folder, tmp_path, settings, "rescale", model=shipped)
+    merge_shards_step(dirs, str(tmp_path / "merged"), plan=plan)
+    whole = pd.read_parquet(tmp_path / "whole" / "embeddings.parquet").sort_values("Metadata_ImageID")
+    merged = pd.read_parquet(tmp_path / "merged" / "embeddings.parquet")
+    feats = _features(whole)
+    np.testing.assert_allclose(merged[feats].to_numpy(), whole[feats].to_numpy(), rtol=0, atol=2e-5)
 
 
 def test_a_rerun_recomputes_only_the_missing_shard(staged: tuple[Path, PlatformSettings], tmp_path: Path) -> None:

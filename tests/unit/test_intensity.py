@@ -52,8 +52,8 @@ def test_levels_are_deterministic_and_bad_inputs_get_one_line_errors() -> None:
         prepare_groups(images, DATASET)
     with pytest.raises(ValueError, match="cover 2 channel"):
         prepare_groups([_cell(1.0)[:1]], with_intensity_levels(DATASET, images))
-    with pytest.raises(ValueError, match="constant"):
-        fit_intensity_levels([np.ones((1, 8, 8), np.float32)], DATASET)
+    blank = with_intensity_levels(DATASET, [np.ones((1, 8, 8), np.float32)])  # a dead channel embeds as zeros
+    assert not prepare_groups([np.ones((1, 8, 8), np.float32)], blank)[0].planes.any()
     with pytest.raises(ValueError, match="channel layout"):
         fit_intensity_levels([_cell(1.0), _cell(1.0)[:1]], DATASET)
     with pytest.raises(ConfigError, match="high > low"):
@@ -134,3 +134,31 @@ def test_embed_command_takes_the_intensity_options(demo_data: Path, tmp_path: Pa
     reuse = [*base, "--out", str(tmp_path / "c"), "--intensity-levels-from", str(tmp_path / "nothing.json")]
     missing = subprocess.run(reuse, capture_output=True, text=True)
     assert missing.returncode != 0 and "not a run.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_export_records_a_new_contract_beside_the_same_weights(tmp_path: Path) -> None:
+    from microsnoop.models.checkpoint import file_sha256, load_checkpoint
+
+    torch.manual_seed(0)
+    src = save_checkpoint(
+        tmp_path / "src.pt",
+        MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))),
+        preprocess=PreprocessContract(),
+        provenance={},
+    )
+    out = tmp_path / "out.pt"
+    cmd = [sys.executable, "-m", "microsnoop", "export", str(src), "--out", str(out), "--no-half", "--intensity",
+           "dataset", "--canvas", "crop", "--pooling", "valid"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before, after = load_checkpoint(src), load_checkpoint(out)
+    assert (after.preprocess.intensity, after.preprocess.canvas, after.preprocess.pooling) == (
+        "dataset",
+        "crop",
+        "valid",
+    )
+    assert after.provenance["contract_changed"] == {
+        "from_sha256": file_sha256(src),
+        "fields": {"canvas": "crop", "pooling": "valid", "intensity": "dataset"},
+    }
+    assert after.state_dict and all(torch.equal(v, before.state_dict[k]) for k, v in after.state_dict.items())
