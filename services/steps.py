@@ -421,6 +421,7 @@ def publish_step(
     vectors stay in ``embeddings_dir``. Treatment profiles are sphered already and go in as they are.
     """
     from microsnoop.postprocess.aggregate import per_treatment
+    from microsnoop.stream import read_embeddings
     from services.featurestore.centering import centre_table
     from services.featurestore.feast_repo import apply_feature_repo
     from services.featurestore.schema import feature_columns_of
@@ -428,7 +429,8 @@ def publish_step(
 
     settings = settings_or_env(settings)
     out: dict[str, Any] = {}
-    images = pd.read_parquet(Path(embeddings_dir) / "embeddings.parquet")
+    images, run = read_embeddings(Path(embeddings_dir) / "embeddings.parquet")
+    levels = (run.get("contract") or {}).get("intensity_levels") or ()  # a dataset intensity scale, if embedded on one
     cells_path = Path(embeddings_dir) / "cells.parquet"
     sphered = pd.read_parquet(Path(sphered_dir) / "embeddings.parquet") if sphered_dir else None
     with FeatureStore.from_settings(settings) as store:
@@ -441,13 +443,17 @@ def publish_step(
             return centre_table(table, cols, fitted) if fitted is not None else table
 
         out["image"] = store.publish(
-            "image", readable("image", images), model_version=model_version, replace=replace
+            "image", readable("image", images), model_version=model_version, replace=replace, intensity_levels=levels
         ).total
         if cells_path.is_file():
             cells = pd.read_parquet(cells_path)
             if len(cells):
                 out["cell"] = store.publish(
-                    "cell", readable("cell", cells), model_version=model_version, replace=replace
+                    "cell",
+                    readable("cell", cells),
+                    model_version=model_version,
+                    replace=replace,
+                    intensity_levels=levels,
                 ).total
         if sphered is not None and {"Metadata_Compound", "Metadata_Concentration"} <= set(sphered.columns):
             treatments = per_treatment(sphered)

@@ -49,7 +49,9 @@ with left:
                 st.warning("An uploaded image is one image-level profile: searching the images level.")
                 level = "image"
             with st.spinner("Embedding with the champion model..."):
-                vector, upload_version = common.attempt(similarity.embed_upload, s, upload.getvalue(), upload.name)
+                vector, upload_version = common.attempt(
+                    similarity.embed_upload, s, upload.getvalue(), upload.name, store=fs
+                )
             if upload_version not in summ.versions.get("image", []):
                 st.error(
                     f"The champion is {upload_version}, but the store holds no image embeddings of it "

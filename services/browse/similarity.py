@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,19 @@ def hits_frame(hits: Sequence[Hit]) -> pd.DataFrame:
 
 
 def embed_upload(
-    settings: PlatformSettings, data: bytes, name: str, *, ref: str = "champion", gray_rgb: bool = True
+    settings: PlatformSettings,
+    data: bytes,
+    name: str,
+    *,
+    ref: str = "champion",
+    gray_rgb: bool = True,
+    store: FeatureStore | None = None,
 ) -> tuple[np.ndarray, str]:
     """Embed an uploaded image as the profiling pipeline does (cell-region, classical segmentation).
 
-    Returns the image-level vector and the model version it belongs to (``<model name>/<version>``).
+    Returns the image-level vector and the model version it belongs to (``<model name>/<version>``). With
+    ``store``, an upload is scaled with the dataset intensity levels that version's images were embedded
+    with, if any (docs/intensity.md), so it lands in their space.
     Falls back to the whole image rescaled when no cell is found; with ``gray_rgb`` an RGB upload becomes
     one gray channel (the demo store holds one-channel fields).
     """
@@ -183,6 +191,9 @@ def embed_upload(
     contract = with_embedding_options(
         encoder.preprocess, canvas=EMBED_CANVAS, pooling=EMBED_POOLING, intensity=EMBED_INTENSITY
     )
+    levels = store.intensity_levels("image", version) if store is not None else ()
+    if levels:
+        contract = replace(contract, intensity="dataset", intensity_levels=levels)
     (profile,) = profile_images(encoder, [image], contract, runtime, config, segment=segment_capped)
     if profile.embedding is None:
         rescale = ProfileConfig(mode="rescale")

@@ -114,10 +114,14 @@ CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
     level text NOT NULL,
     model_version text NOT NULL,
     dim integer NOT NULL,
+    intensity_levels float8[],
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (level, model_version)
 )"""
+# intensity_levels: the (low, high) pairs, flattened, of a version embedded on one dataset intensity scale
+# (docs/intensity.md); NULL for the per-crop scale. Stores made before the column get it on open.
+CATALOG_MIGRATIONS = (f"ALTER TABLE {CATALOG} ADD COLUMN IF NOT EXISTS intensity_levels float8[]",)
 
 
 @dataclass(frozen=True)

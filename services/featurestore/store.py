@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
@@ -93,6 +94,11 @@ def _check_model_version(model_version: str) -> str:
     if not isinstance(model_version, str) or not model_version.strip() or len(model_version) > 200:
         raise StoreError(f"model_version must be a non-empty string of at most 200 characters, got {model_version!r}")
     return model_version
+
+
+def _scale_name(levels: Sequence[float]) -> str:
+    """How an intensity scale reads in an error message."""
+    return "the per-crop intensity scale" if not levels else f"dataset intensity levels {list(levels)}"
 
 
 def _metadata(row: dict[str, Any]) -> dict[str, Any]:
@@ -193,6 +199,8 @@ class FeatureStore:
                         "ask the database owner to run CREATE EXTENSION vector"
                     ) from exc
             cur.execute(schema.CATALOG_DDL)
+            for statement in schema.CATALOG_MIGRATIONS:
+                cur.execute(statement)
             for level in schema.LEVELS:
                 moved = migrate_unpartitioned(cur, level, self.index)
                 if moved:
@@ -222,9 +230,15 @@ class FeatureStore:
         model_version: str,
         feature_columns: list[str] | None = None,
         replace: bool = False,
+        intensity_levels: Sequence[Sequence[float]] = (),
     ) -> PublishResult:
-        """Upsert (or with replace, swap in) an embeddings table as level's rows of model_version, all or nothing."""
+        """Upsert (or with replace, swap in) an embeddings table as level's rows of model_version, all or nothing.
+
+        ``intensity_levels`` are the dataset intensity levels the table was embedded with (empty: the
+        per-crop scale); a model version holds vectors of one scale only, and uploads are scaled with it.
+        """
         _check_model_version(model_version)
+        levels = [float(v) for pair in intensity_levels for v in pair]
         prep = schema.prepare(level, table, feature_columns)
         n, dim = prep.vectors.shape
         types = ["text", *(t for t, _ in SCALARS.values()), "jsonb", "integer"]
@@ -236,7 +250,7 @@ class FeatureStore:
         start = time.perf_counter()
         with self._transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"publish/{level}/{model_version}",))
-            self._claim_version(cur, level, model_version, dim)
+            self._claim_version(cur, level, model_version, dim, levels, replace=replace)
             held = self._held(cur, level, model_version, exact=replace)
             bulk = self.index.use_bulk(n, held, replace=replace, index=index_info(cur, level, model_version))
             part = sql.Identifier(schema.partition_name(level, model_version))
@@ -263,20 +277,54 @@ class FeatureStore:
         )
 
     @staticmethod
-    def _claim_version(cur: psycopg2.extensions.cursor, level: str, model_version: str, dim: int) -> None:
-        """Record the model version in the catalog, refusing a dimension other than its first publish's."""
-        cur.execute(f"SELECT dim FROM {schema.CATALOG} WHERE level = %s AND model_version = %s", (level, model_version))
+    def _claim_version(
+        cur: psycopg2.extensions.cursor,
+        level: str,
+        model_version: str,
+        dim: int,
+        levels: list[float],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Record the model version in the catalog, refusing a dimension other than its first's and, unless every
+        row is replaced, an intensity scale other than the one its rows were embedded on."""
+        cur.execute(
+            f"SELECT dim, intensity_levels FROM {schema.CATALOG} WHERE level = %s AND model_version = %s",
+            (level, model_version),
+        )
         row = cur.fetchone()
         if row is not None and row[0] != dim:
             raise StoreError(
                 f"{level} model {model_version!r} holds {row[0]}-d vectors, this table has {dim} features; "
                 "publish it under a new model_version or pass the right feature_columns"
             )
+        if row is not None and not replace and [float(v) for v in row[1] or []] != levels:
+            held, new = _scale_name(row[1] or []), _scale_name(levels)
+            raise StoreError(
+                f"{level} model {model_version!r} holds vectors on {held}, this table was embedded on {new}; "
+                "publish it under a new model_version (one version, one intensity scale)"
+            )
         cur.execute(
-            f"INSERT INTO {schema.CATALOG} (level, model_version, dim) VALUES (%s, %s, %s) "
-            "ON CONFLICT (level, model_version) DO UPDATE SET updated_at = clock_timestamp()",
-            (level, model_version, dim),
+            f"INSERT INTO {schema.CATALOG} (level, model_version, dim, intensity_levels) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (level, model_version) DO UPDATE SET updated_at = clock_timestamp(), "
+            "intensity_levels = EXCLUDED.intensity_levels",
+            (level, model_version, dim, levels or None),
         )
+
+    def intensity_levels(self, level: str, model_version: str) -> tuple[tuple[float, float], ...]:
+        """The dataset intensity levels a model version was embedded with; () for the per-crop scale."""
+        check_level(level)
+        try:
+            with self._transaction(vectors=False) as cur:
+                cur.execute(
+                    f"SELECT intensity_levels FROM {schema.CATALOG} WHERE level = %s AND model_version = %s",
+                    (level, model_version),
+                )
+                row = cur.fetchone()
+        except psycopg2.errors.UndefinedColumn:  # a store no writer has opened since the column was added
+            return ()
+        flat = [float(v) for v in (row[0] or [])] if row is not None else []
+        return tuple(zip(flat[::2], flat[1::2], strict=True))
 
     @staticmethod
     def _held(cur: psycopg2.extensions.cursor, level: str, model_version: str, *, exact: bool) -> int:

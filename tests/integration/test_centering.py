@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.featurestore import FeatureStore
+from services.featurestore import FeatureStore, StoreError
 from services.featurestore.centering import apply_centre, fit_centre
 from services.settings import PlatformSettings
 from services.steps import publish_step
@@ -81,3 +81,26 @@ def test_raw_publish_stores_no_centre(pg_dsn: str, pg_settings: PlatformSettings
         assert store.centre("image", "raw-v1") is None
         hits = store.search("image", model_version="raw-v1", vector=x[3], k=1)
         assert hits[0].entity_id == "im003"
+
+
+def test_publish_keeps_the_dataset_intensity_levels_of_the_run(
+    pg_dsn: str, pg_settings: PlatformSettings, tmp_path: Path
+) -> None:
+    """A run embedded on one dataset scale (run.json / Parquet metadata) publishes its levels with the version."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    run = embeddings_dir(tmp_path / "scaled", crowded(12))
+    table = pq.read_table(run / "embeddings.parquet")
+    info = {"contract": {"intensity": "dataset", "intensity_levels": [[10.0, 900.0]]}}
+    pq.write_table(
+        table.replace_schema_metadata({b"microsnoop": json.dumps(info).encode()}), run / "embeddings.parquet"
+    )
+    publish_step(str(run), model_version="scaled-v1", settings=pg_settings)
+    with FeatureStore(pg_dsn) as store:
+        assert store.intensity_levels("image", "scaled-v1") == ((10.0, 900.0),)
+    with pytest.raises(StoreError, match="one version, one intensity scale"):  # a per-crop run may not join it
+        publish_step(
+            str(embeddings_dir(tmp_path / "crop", crowded(12, seed=1))), model_version="scaled-v1", settings=pg_settings
+        )

@@ -264,3 +264,29 @@ def test_indexes_are_back_in_shared_buffers_after_a_restart() -> None:
                 cur.connection.commit()
                 time.sleep(0.1)
     assert blocks > 0 and cached == blocks
+
+
+def test_a_model_version_holds_one_intensity_scale(store: FeatureStore, pg_dsn: str) -> None:
+    table = image_table(clustered(40, 16, seed=3))
+    levels = ((0.0, 100.0), (5.0, 60.0))
+    store.publish("image", table, model_version="scaled", intensity_levels=levels)
+    assert store.intensity_levels("image", "scaled") == levels
+    assert store.publish("image", table, model_version="scaled", intensity_levels=levels).inserted == 0  # idempotent
+    with pytest.raises(StoreError, match="per-crop intensity scale"):
+        store.publish("image", table, model_version="scaled")
+    with pytest.raises(StoreError, match="one version, one intensity scale"):
+        store.publish("image", table, model_version="scaled", intensity_levels=((0.0, 50.0), (5.0, 60.0)))
+    assert store.intensity_levels("image", "scaled") == levels  # the refused publishes changed nothing
+    store.publish("image", table, model_version="scaled", replace=True)  # every row replaced: a new scale is fine
+    assert store.intensity_levels("image", "scaled") == ()
+    assert store.intensity_levels("image", "never-published") == ()
+    # a store made before the column: a reader sees the per-crop scale, the next writer adds the column
+    with store._transaction(vectors=False) as cur:
+        cur.execute("ALTER TABLE embedding_models DROP COLUMN intensity_levels")
+    from services.featurestore.store import ReadOnlyStore
+
+    with ReadOnlyStore(pg_dsn) as reader:
+        assert reader.intensity_levels("image", "scaled") == ()
+    with FeatureStore(pg_dsn) as writer:
+        writer.publish("image", table, model_version="scaled-again", intensity_levels=levels)
+        assert writer.intensity_levels("image", "scaled-again") == levels
