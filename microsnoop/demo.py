@@ -20,6 +20,7 @@ from microsnoop.embed import embed_images
 from microsnoop.evaluate.knn import knn_accuracy_loo
 from microsnoop.io.images import read_raw
 from microsnoop.models.factory import load_named
+from microsnoop.preprocess.normalize import with_intensity_levels
 from microsnoop.pretrain.train import pretrain
 from microsnoop.reconstruct import reconstruction_figure
 
@@ -73,7 +74,8 @@ def knn_report(
     encoder, model_id = load_named(checkpoint, seed=seed, config=untrained, preprocess=untrained_preprocess)
     runtime = init_runtime(device=device, amp=amp)
     t0 = time.perf_counter()
-    feats = embed_images(encoder, images, encoder.preprocess, runtime, batch_size=batch_size, progress=True)
+    contract = with_intensity_levels(encoder.preprocess, images)  # a dataset scale is fitted on these cells
+    feats = embed_images(encoder, images, contract, runtime, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
     return {
         "encoder": str(checkpoint) if checkpoint else model_id,

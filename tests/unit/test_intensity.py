@@ -162,3 +162,15 @@ def test_export_records_a_new_contract_beside_the_same_weights(tmp_path: Path) -
         "fields": {"canvas": "crop", "pooling": "valid", "intensity": "dataset"},
     }
     assert after.state_dict and all(torch.equal(v, before.state_dict[k]) for k, v in after.state_dict.items())
+
+
+def test_knn_report_fits_the_dataset_scale_on_its_cells(demo_data: Path, tmp_path: Path) -> None:
+    from microsnoop.demo import knn_report
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        tmp_path / "scaled.pt", MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))), preprocess=DATASET, provenance={}
+    )
+    cells = demo_data / "cellcycle"
+    report = knn_report(cells / "cells.npz", cells / "cells.csv", checkpoint=ckpt, device="cpu", amp="off")
+    assert report["n_cells"] > 100 and 0.0 < report["knn_accuracy"] <= 1.0
