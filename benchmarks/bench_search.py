@@ -140,8 +140,9 @@ def _queries(store: FeatureStore, version: str, x: np.ndarray, q: np.ndarray, pl
     }
 
 
-def _reload_seconds(store: FeatureStore, version: str, *, timeout: float = 120.0) -> float:
-    """Seconds until the index of version is back in shared buffers after a start (autoprewarm reloads it)."""
+def _reload_seconds(store: FeatureStore, version: str, *, timeout: float = 120.0) -> float | None:
+    """Seconds until the index of version is back in shared buffers after a start (autoprewarm reloads it);
+    None when it is not back within ``timeout`` (the queries then measure a partly cold index)."""
     name = index_name("image", version)
     t0 = time.perf_counter()
     with store._transaction(vectors=False) as cur:
@@ -150,13 +151,13 @@ def _reload_seconds(store: FeatureStore, version: str, *, timeout: float = 120.0
         with store._transaction(vectors=False) as cur:
             cur.execute(
                 "SELECT count(*) >= pg_relation_size(to_regclass(%s)) / 8192 FROM pg_buffercache "
-                "WHERE relfilenode = pg_relation_filenode(to_regclass(%s))",
+                "WHERE relfilenode = pg_relation_filenode(to_regclass(%s)) AND relforknumber = 0",
                 (name, name),
             )
             if cur.fetchone()[0]:  # type: ignore[index]
-                break
+                return round(time.perf_counter() - t0, 2)
         time.sleep(0.05)
-    return round(time.perf_counter() - t0, 2)
+    return None
 
 
 def after_restart(settings: PlatformSettings, version: str, x: np.ndarray, held: np.ndarray) -> dict[str, Any]:

@@ -432,6 +432,8 @@ def embed(
     contract = encoder.preprocess if protocol is None else contract_for_protocol(encoder.preprocess, protocol)
     contract = with_embedding_options(contract, canvas=canvas, pooling=pooling, intensity=intensity)
     if intensity_levels_from is not None:
+        if intensity == "crop":
+            raise typer.BadParameter("--intensity crop scales each crop on its own: drop --intensity-levels-from")
         contract = levels_of_run(contract, intensity_levels_from)
     implied = protocol_defaults(contract.protocol)
     segment = None

@@ -22,7 +22,7 @@ from microsnoop.preprocess.crop import (
     make_tiles,
     rescale_to_square,
 )
-from microsnoop.preprocess.normalize import normalize_percentile
+from microsnoop.preprocess.normalize import normalize_percentile, pad_levels
 
 MODES = ("single-cell", "cell-region", "rescale", "tile")
 Segment = Callable[[np.ndarray], np.ndarray]
@@ -125,7 +125,8 @@ def profile_images(
         if config.mode == "single-cell":
             pieces = [_maybe_resize(image, config.resize_small_to)]
         elif config.mode == "rescale":
-            pieces = [rescale_to_square(image, contract.input_size, anti_aliasing=not reference)]
+            fill = pad_levels(contract, image.shape[0])
+            pieces = [rescale_to_square(image, contract.input_size, anti_aliasing=not reference, fill=fill)]
         elif config.mode == "tile" and reference:
             tiles = list(make_tiles(image, contract.input_size, config.tile_overlap))
             unpadded[i] = embed_unpadded(encoder, tiles, contract, runtime, batch_size=config.batch_size)

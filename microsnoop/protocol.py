@@ -112,4 +112,7 @@ def levels_of_run(contract: PreprocessContract, run_json: Path) -> PreprocessCon
     if recorded.get("intensity") != "dataset" or not levels:
         used = recorded.get("intensity", "crop")
         raise ConfigError(f"{run_json}: that run used intensity {used!r}, so it has no levels to reuse")
-    return replace(contract, intensity="dataset", intensity_levels=tuple(tuple(pair) for pair in levels))
+    try:
+        return replace(contract, intensity="dataset", intensity_levels=tuple((lo, hi) for lo, hi in levels))
+    except (TypeError, ValueError) as exc:  # not (low, high) pairs of numbers
+        raise ConfigError(f"{run_json}: intensity_levels {levels!r} are not (low, high) pairs ({exc})") from exc

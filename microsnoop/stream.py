@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from microsnoop.errors import ChannelMismatchError, ConfigError, InvalidImageErr
 from microsnoop.io.sources import ID, StackCache, load_mask, load_row
 from microsnoop.models.unet import MicrosnoopEncoder
 from microsnoop.preprocess.crop import check_mask
-from microsnoop.preprocess.normalize import with_intensity_levels
+from microsnoop.preprocess.normalize import check_levels, with_intensity_levels
 from microsnoop.profile import ImageProfile, ProfileConfig, Segment, profile_images
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ def _fingerprint(
     digest = hashlib.sha256()
     cols = [c for c in (ID, "path", "index", "mask_path", "level", "channels") if c in source.columns]
     digest.update(pd.util.hash_pandas_object(source[cols].astype(str), index=False).values.tobytes())
-    items: list[Any] = [model_id, contract.to_dict(), asdict(profile), chunk]
+    recorded = contract.to_dict()
+    if contract.intensity == "crop":  # only when another scale is set, so runs written before it resume as before
+        recorded.pop("intensity")
+        recorded.pop("intensity_levels")
+    items: list[Any] = [model_id, recorded, asdict(profile), chunk]
     if gray_rgb:  # only when set, so runs written before this option resume as before
         items.append("gray_rgb")
     digest.update(json.dumps(items, sort_keys=True).encode())
@@ -243,31 +248,49 @@ def _first_readable(records: list[dict[str, Any]], cache: StackCache, gray_rgb: 
 def fit_source_levels(
     records: list[dict[str, Any]],
     contract: PreprocessContract,
+    n_channels: int,
     *,
     gray_rgb: bool = False,
     sample: int = INTENSITY_SAMPLE,
 ) -> PreprocessContract:
     """The contract ready for the source: under ``intensity='dataset'`` without levels, levels fitted on up to
-    ``sample`` evenly spaced readable images (fields in cell-region mode, cells in single-cell mode).
+    ``sample`` evenly spaced readable images of ``n_channels`` channels (fields in cell-region mode, cells in
+    single-cell mode); each image is sampled as it is read, so memory stays bounded.
 
     Deterministic for a given source, so a resumed or re-run embedding fits the same levels.
     """
     if contract.intensity != "dataset" or contract.intensity_levels:
         return contract
     cache = StackCache()
-    images = []
-    for i in np.unique(np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)):
-        try:
-            images.append(load_row(records[i], cache, gray_rgb=gray_rgb))
-        except InvalidImageError as exc:
-            log.warning("fitting intensity levels: %s", exc)
+    used = 0
+
+    def readable() -> Iterator[np.ndarray]:
+        nonlocal used
+        for i in np.unique(np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)):
+            try:
+                image = load_row(records[i], cache, gray_rgb=gray_rgb)
+            except InvalidImageError as exc:
+                log.warning("fitting intensity levels: %s", exc)
+                continue
+            if image.shape[0] == n_channels:  # an image of another layout is skipped later, by name
+                used += 1
+                yield image
+
+    fitted = with_intensity_levels(contract, readable())
     cache.clear()
-    try:
-        fitted = with_intensity_levels(contract, images)
-    except ValueError as exc:
-        raise ConfigError(f"intensity 'dataset': {exc}") from exc
-    log.info("intensity levels fitted on %d images: %s", len(images), fitted.intensity_levels)
+    log.info("intensity levels fitted on %d images: %s", used, fitted.intensity_levels)
     return fitted
+
+
+def _levels_for_all_ranks(
+    records: list[dict[str, Any]], contract: PreprocessContract, n_channels: int, runtime: Runtime, gray_rgb: bool
+) -> PreprocessContract:
+    """Fit the levels once, on rank 0, and give every rank the same ones (a rank's read error must not move them)."""
+    if runtime.world_size == 1 or not dist.is_initialized():
+        return fit_source_levels(records, contract, n_channels, gray_rgb=gray_rgb)
+    box: list[Any] = [fit_source_levels(records, contract, n_channels, gray_rgb=gray_rgb) if runtime.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def run_embedding(
@@ -293,7 +316,8 @@ def run_embedding(
             f"nucleus_channel {profile.nucleus_channel} does not exist: the images have {first.shape[0]} channel(s); "
             f"pass --nucleus-channel between 0 and {first.shape[0] - 1}"
         )
-    contract = fit_source_levels(records, contract, gray_rgb=stream.gray_rgb)
+    contract = _levels_for_all_ranks(records, contract, first.shape[0], runtime, stream.gray_rgb)
+    check_levels(contract, {first.shape[0]})  # before run.json is written: a corrected rerun is not refused
     chunk = chunk_size(first, contract, profile.mode, stream)
     cache.clear()
     n_chunks = -(-len(records) // chunk)

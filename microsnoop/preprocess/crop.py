@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,8 +93,11 @@ def check_mask(image: np.ndarray, labels: np.ndarray, *, path: str = "<image>") 
         )
 
 
-def rescale_to_square(image: np.ndarray, size: int = 224, *, anti_aliasing: bool = True) -> np.ndarray:
-    """Zero-pad ``C x H x W`` to a square, then resize (bilinear) to ``C x size x size``.
+def rescale_to_square(
+    image: np.ndarray, size: int = 224, *, anti_aliasing: bool = True, fill: Sequence[float] | None = None
+) -> np.ndarray:
+    """Pad ``C x H x W`` to a square (with zeros, or ``fill[c]`` per channel), then resize (bilinear) to
+    ``C x size x size``. Under a dataset intensity scale the fill is each channel's low level, which scales to 0.
 
     ``anti_aliasing=False`` is the reference's plain bilinear resize (OpenCV ``INTER_LINEAR``: pixel
     centres, edge pixels repeated), equal to it to float error; the default smooths before shrinking.
@@ -101,6 +105,8 @@ def rescale_to_square(image: np.ndarray, size: int = 224, *, anti_aliasing: bool
     c, h, w = image.shape
     side = max(h, w)
     square = np.zeros((c, side, side), dtype=np.float32)
+    if fill is not None:
+        square[:] = np.asarray(fill, dtype=np.float32)[:, None, None]
     y0, x0 = (side - h) // 2, (side - w) // 2
     square[:, y0 : y0 + h, x0 : x0 + w] = image
     return resize(

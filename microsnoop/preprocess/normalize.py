@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from microsnoop.config import PreprocessContract
+from microsnoop.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,7 @@ def prepare_groups(crops: list[np.ndarray], contract: PreprocessContract) -> lis
 
     A crop's planes depend only on the crop and the contract, never on the other crops.
     """
-    if contract.intensity == "dataset":
-        _check_levels(contract, crops)
+    check_levels(contract, {crop.shape[0] for crop in crops})
     by_side: dict[int, list[int]] = {}
     for i, crop in enumerate(crops):
         by_side.setdefault(canvas_side(crop.shape, contract), []).append(i)
@@ -121,7 +121,7 @@ def valid_masks(boxes: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_intensity_levels(
-    images: Sequence[np.ndarray] | np.ndarray,
+    images: Iterable[np.ndarray],
     contract: PreprocessContract,
     *,
     pixels_per_image: int = 4096,
@@ -129,29 +129,34 @@ def fit_intensity_levels(
 ) -> tuple[tuple[float, float], ...]:
     """Per-channel (low, high) = the contract's percentiles over a seeded pixel sample of ``C x H x W`` images.
 
-    The levels of ``intensity='dataset'``: one scale for every crop, so relative brightness survives.
+    The levels of ``intensity='dataset'``: one scale for every crop, so relative brightness survives. Each
+    image contributes up to ``pixels_per_image`` finite pixels per channel (drawn with replacement), taken
+    as it arrives, so a generator of large images is sampled in bounded memory.
 
     >>> fit_intensity_levels([np.arange(100.0).reshape(1, 10, 10)], PreprocessContract(), pixels_per_image=100)
     ((0.99, 98.01),)
     """
-    if len(images) == 0:
-        raise ValueError("cannot fit intensity levels on no images; give the cells or fields to embed")
-    n_ch = images[0].shape[0]
     rng = np.random.default_rng(seed)
-    samples: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
+    samples: list[list[np.ndarray]] = []
     for image in images:
-        if image.shape[0] != n_ch:
-            raise ValueError(f"images have {image.shape[0]} and {n_ch} channels; one dataset needs one channel layout")
-        for c in range(n_ch):
+        if not samples:
+            samples = [[] for _ in range(image.shape[0])]
+        if image.shape[0] != len(samples):
+            raise ConfigError(
+                f"images have {image.shape[0]} and {len(samples)} channels; one dataset needs one channel layout"
+            )
+        for c in range(len(samples)):
             flat = np.asarray(image[c], dtype=np.float32).ravel()
             take = flat if flat.size <= pixels_per_image else flat[rng.choice(flat.size, pixels_per_image)]
             samples[c].append(take[np.isfinite(take)])
+    if not samples:
+        raise ConfigError("cannot fit intensity levels on no images; give the cells or fields to embed")
     levels = []
-    for c in range(n_ch):
-        lo, hi = (
-            float(v)
-            for v in np.percentile(np.concatenate(samples[c]), [contract.lower_percentile, contract.upper_percentile])
-        )
+    for c, parts in enumerate(samples):
+        pixels = np.concatenate(parts)
+        if pixels.size == 0:
+            raise ConfigError(f"channel {c} has no finite pixel in any image; fix the images or use intensity 'crop'")
+        lo, hi = (float(v) for v in np.percentile(pixels, [contract.lower_percentile, contract.upper_percentile]))
         if not hi > lo:  # a blank channel: it embeds as zeros, as a constant plane does under the per-crop scale
             log.warning("channel %d is constant over the images (%g): it will embed as zeros", c, lo)
             hi = lo + 1.0
@@ -159,28 +164,35 @@ def fit_intensity_levels(
     return tuple(levels)
 
 
-def with_intensity_levels(
-    contract: PreprocessContract, images: Sequence[np.ndarray] | np.ndarray
-) -> PreprocessContract:
+def with_intensity_levels(contract: PreprocessContract, images: Iterable[np.ndarray]) -> PreprocessContract:
     """The contract ready to embed ``images``: under ``intensity='dataset'`` without levels, levels fitted on them."""
     if contract.intensity != "dataset" or contract.intensity_levels:
         return contract
     return replace(contract, intensity_levels=fit_intensity_levels(images, contract))
 
 
-def _check_levels(contract: PreprocessContract, crops: list[np.ndarray]) -> None:
-    """One-line errors for a dataset-intensity contract without levels or with levels for other channels."""
+def check_levels(contract: PreprocessContract, n_channels: set[int]) -> None:
+    """One-line errors for a dataset-intensity contract without levels or with levels for other channel counts."""
+    if contract.intensity != "dataset":
+        return
     levels = contract.intensity_levels
     if not levels:
-        raise ValueError(
+        raise ConfigError(
             "intensity='dataset' needs intensity_levels; fit them with with_intensity_levels(contract, images)"
         )
-    wrong = {crop.shape[0] for crop in crops} - {len(levels)}
+    wrong = n_channels - {len(levels)}
     if wrong:
-        raise ValueError(
-            f"the contract's intensity levels cover {len(levels)} channel(s), the images have {sorted(wrong)}; "
-            "refit them on these images"
+        raise ConfigError(
+            f"the intensity levels cover {len(levels)} channel(s), the images have {sorted(wrong)}; "
+            "refit them on these images (or drop --intensity-levels-from)"
         )
+
+
+def pad_levels(contract: PreprocessContract, n_channels: int) -> list[float]:
+    """Per-channel raw value that scales to 0: what to pad with before scaling (0 under the per-crop scale)."""
+    if contract.intensity == "dataset" and len(contract.intensity_levels) == n_channels:
+        return [lo for lo, _ in contract.intensity_levels]
+    return [0.0] * n_channels
 
 
 def _norm(plane: np.ndarray, contract: PreprocessContract, channel: int) -> np.ndarray:

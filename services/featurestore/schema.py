@@ -119,9 +119,10 @@ CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (level, model_version)
 )"""
-# intensity_levels: the (low, high) pairs, flattened, of a version embedded on one dataset intensity scale
-# (docs/intensity.md); NULL for the per-crop scale. Stores made before the column get it on open.
-CATALOG_MIGRATIONS = (f"ALTER TABLE {CATALOG} ADD COLUMN IF NOT EXISTS intensity_levels float8[]",)
+# Columns added after the catalog's first release, with their type: stores made before get them when a writer
+# opens them (only then: ALTER TABLE locks the catalog). intensity_levels: the (low, high) pairs, flattened, of
+# a version embedded on one dataset intensity scale (docs/intensity.md); NULL for the per-crop scale.
+CATALOG_ADDED_COLUMNS = {"intensity_levels": "float8[]"}
 
 
 @dataclass(frozen=True)

@@ -199,8 +199,15 @@ class FeatureStore:
                         "ask the database owner to run CREATE EXTENSION vector"
                     ) from exc
             cur.execute(schema.CATALOG_DDL)
-            for statement in schema.CATALOG_MIGRATIONS:
-                cur.execute(statement)
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                "AND table_schema = current_schema()",
+                (schema.CATALOG,),
+            )
+            present = {r[0] for r in cur.fetchall()}
+            for column, kind in schema.CATALOG_ADDED_COLUMNS.items():
+                if column not in present:
+                    cur.execute(f"ALTER TABLE {schema.CATALOG} ADD COLUMN {column} {kind}")
             for level in schema.LEVELS:
                 moved = migrate_unpartitioned(cur, level, self.index)
                 if moved:

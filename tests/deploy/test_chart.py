@@ -85,7 +85,7 @@ def test_default_values_install_every_component(rendered: dict[str, Rendered]) -
     assert re.fullmatch(r"docker\.io/pgvector/pgvector:\d+\.\d+\.\d+-pg\d+", image)
     assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     args = pg["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "postgres" and "shared_preload_libraries=pg_prewarm" in args and "shared_buffers=512MB" in args
+    assert args[0] == "postgres" and "shared_preload_libraries=pg_prewarm" in args and "shared_buffers=1GB" in args
     minio = r.named("StatefulSet", "-minio")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert re.fullmatch(r"quay\.io/minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", minio)
     assert not r.of_kind("Ingress"), "the Ingress is optional and off by default"

@@ -245,7 +245,7 @@ def test_indexes_are_back_in_shared_buffers_after_a_restart() -> None:
 
     query = (
         "SELECT count(*), (SELECT pg_relation_size(to_regclass(%s)) / 8192) FROM pg_buffercache "
-        "WHERE relfilenode = pg_relation_filenode(to_regclass(%s)) "
+        "WHERE relfilenode = pg_relation_filenode(to_regclass(%s)) AND relforknumber = 0 "
         "AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     name = index_name("image", "warm")
@@ -256,14 +256,15 @@ def test_indexes_are_back_in_shared_buffers_after_a_restart() -> None:
                 cur.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
         stop_postgres(settings)
         with FeatureStore(ensure_postgres(settings)) as fs, fs._transaction(vectors=False) as cur:
-            for _ in range(50):  # the autoprewarm worker loads in the background just after start
+            deadline = time.monotonic() + 30  # the autoprewarm worker loads in the background just after start
+            while True:
                 cur.execute(query, (name, name))
                 cached, blocks = cur.fetchone()  # type: ignore[misc]
-                if cached == blocks:
+                if cached >= blocks or time.monotonic() > deadline:
                     break
                 cur.connection.commit()
                 time.sleep(0.1)
-    assert blocks > 0 and cached == blocks
+    assert blocks > 0 and cached >= blocks
 
 
 def test_a_model_version_holds_one_intensity_scale(store: FeatureStore, pg_dsn: str) -> None:

@@ -82,24 +82,28 @@ def test_an_upload_is_scaled_like_the_version_it_is_compared_with(
     tmp_path: Path,
 ) -> None:
     """A version published on a dataset intensity scale (docs/intensity.md) gets uploads on that scale."""
+    import dataclasses
+    import uuid
+
     import pandas as pd
 
     from services.featurestore import FeatureStore
     from services.registry import register_encoder
 
+    settings = dataclasses.replace(mlflow_settings, model_name=f"upload-scale-{uuid.uuid4().hex[:8]}")
     register_encoder(
-        mlflow_settings, make_tiny_checkpoint(tmp_path / "tiny.pt", seed=0), lineage={}, scores={"knn1": 0.5},
+        settings, make_tiny_checkpoint(tmp_path / "tiny.pt", seed=0), lineage={}, scores={"knn1": 0.5},
         primary_metric="knn1",
     )  # fmt: skip
     field = np.zeros((128, 128), np.uint8)
     field[40:60, 40:60], field[80:96, 80:96] = 200, 60  # a bright and a dim nucleus
     with FeatureStore(pg_dsn) as store:
-        per_crop, version = similarity.embed_upload(mlflow_settings, _png(field), "two.png", store=store)
+        per_crop, version = similarity.embed_upload(settings, _png(field), "two.png", store=store)
         assert store.intensity_levels("image", version) == ()
         table = pd.DataFrame(
             np.eye(3, len(per_crop), dtype=np.float32), columns=[f"ch0_{k:03d}" for k in range(len(per_crop))]
         )
         table.insert(0, "Metadata_ImageID", ["a", "b", "c"])
         store.publish("image", table, model_version=version, replace=True, intensity_levels=((0.0, 255.0),))
-        scaled, _ = similarity.embed_upload(mlflow_settings, _png(field), "two.png", store=store)
+        scaled, _ = similarity.embed_upload(settings, _png(field), "two.png", store=store)
     assert np.isfinite(scaled).all() and not np.allclose(scaled, per_crop, atol=1e-4)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,13 +50,18 @@ def test_dataset_scale_keeps_brightness_differences_that_per_crop_scale_erases()
 def test_levels_are_deterministic_and_bad_inputs_get_one_line_errors() -> None:
     images = [_cell(1.0, seed=s) for s in range(5)]
     assert fit_intensity_levels(images, DATASET) == fit_intensity_levels(images, DATASET)
-    with pytest.raises(ValueError, match="needs intensity_levels"):
+    assert fit_intensity_levels(iter(images), DATASET) == fit_intensity_levels(images, DATASET)  # a generator too
+    with pytest.raises(ConfigError, match="needs intensity_levels"):
         prepare_groups(images, DATASET)
-    with pytest.raises(ValueError, match="cover 2 channel"):
+    with pytest.raises(ConfigError, match="cover 2 channel"):
         prepare_groups([_cell(1.0)[:1]], with_intensity_levels(DATASET, images))
+    with pytest.raises(ConfigError, match="no finite pixel"):
+        fit_intensity_levels([np.full((1, 8, 8), np.nan, np.float32)], DATASET)
+    with pytest.raises(ConfigError, match="no images"):
+        fit_intensity_levels([], DATASET)
     blank = with_intensity_levels(DATASET, [np.ones((1, 8, 8), np.float32)])  # a dead channel embeds as zeros
     assert not prepare_groups([np.ones((1, 8, 8), np.float32)], blank)[0].planes.any()
-    with pytest.raises(ValueError, match="channel layout"):
+    with pytest.raises(ConfigError, match="channel layout"):
         fit_intensity_levels([_cell(1.0), _cell(1.0)[:1]], DATASET)
     with pytest.raises(ConfigError, match="high > low"):
         PreprocessContract(intensity="dataset", intensity_levels=((1.0, 1.0),))
@@ -107,9 +114,20 @@ def test_a_run_fits_records_and_reuses_its_levels(demo_data: Path, tmp_path: Pat
     cols = [c for c in full if c.startswith("ch")]
     np.testing.assert_allclose(part[cols].to_numpy(), full.iloc[30:][cols].to_numpy(), atol=1e-5)
     assert part[ID].tolist() == full[ID].iloc[30:].tolist()
+    _embed(source.iloc[:4], tmp_path / "crop", PreprocessContract(input_size=64))
     with pytest.raises(ConfigError, match="no levels to reuse"):
-        _embed(source.iloc[:4], tmp_path / "crop", PreprocessContract(input_size=64))
         levels_of_run(DATASET, tmp_path / "crop" / "run.json")
+    # levels of another channel count: refused before anything is written, so the corrected run goes ahead
+    one = levels_of_run(DATASET, tmp_path / "full" / "run.json")
+    wrong = dataclasses.replace(one, intensity_levels=one.intensity_levels[:1])
+    with pytest.raises(ConfigError, match="cover 1 channel"):
+        _embed(source.iloc[:4], tmp_path / "fixed", wrong)
+    assert not (tmp_path / "fixed" / "run.json").exists()
+    _embed(source.iloc[:4], tmp_path / "fixed", one)
+    for bad in ([5], [[0, 100, 3]], "x"):
+        (tmp_path / "bad.json").write_text(json.dumps({"contract": {"intensity": "dataset", "intensity_levels": bad}}))
+        with pytest.raises(ConfigError, match="not"):
+            levels_of_run(DATASET, tmp_path / "bad.json")
 
 
 def test_embed_command_takes_the_intensity_options(demo_data: Path, tmp_path: Path) -> None:
@@ -131,6 +149,9 @@ def test_embed_command_takes_the_intensity_options(demo_data: Path, tmp_path: Pa
     assert json.loads((tmp_path / "a" / "run.json").read_text())["contract"]["intensity"] == "dataset"
     bad = subprocess.run([*base, "--out", str(tmp_path / "b"), "--intensity", "plate"], capture_output=True, text=True)
     assert bad.returncode != 0 and "intensity must be one of" in bad.stderr and "Traceback" not in bad.stderr
+    both = [*base, "--out", str(tmp_path / "d"), "--intensity", "crop", "--intensity-levels-from", "run.json"]
+    clash = subprocess.run(both, capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+    assert clash.returncode != 0 and "drop --intensity-levels-from" in clash.stderr and "Traceback" not in clash.stderr
     reuse = [*base, "--out", str(tmp_path / "c"), "--intensity-levels-from", str(tmp_path / "nothing.json")]
     missing = subprocess.run(reuse, capture_output=True, text=True)
     assert missing.returncode != 0 and "not a run.json" in missing.stderr and "Traceback" not in missing.stderr
@@ -174,3 +195,15 @@ def test_knn_report_fits_the_dataset_scale_on_its_cells(demo_data: Path, tmp_pat
     cells = demo_data / "cellcycle"
     report = knn_report(cells / "cells.npz", cells / "cells.csv", checkpoint=ckpt, device="cpu", amp="off")
     assert report["n_cells"] > 100 and 0.0 < report["knn_accuracy"] <= 1.0
+
+
+def test_rescaled_fields_are_padded_with_the_low_level_not_raw_zero() -> None:
+    from microsnoop.preprocess.crop import rescale_to_square
+    from microsnoop.preprocess.normalize import pad_levels
+
+    field = np.full((1, 20, 40), 100.0, np.float32)  # a camera offset of 100: background is not 0
+    contract = dataclasses.replace(DATASET, intensity_levels=((100.0, 400.0),))
+    square = rescale_to_square(field, 32, fill=pad_levels(contract, 1))
+    planes = prepare_groups([square], contract)[0].planes
+    np.testing.assert_allclose(planes, 0.0, atol=1e-6)  # offset and padding both scale to 0
+    assert pad_levels(PreprocessContract(), 2) == [0.0, 0.0]
