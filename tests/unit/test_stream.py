@@ -228,7 +228,10 @@ def test_rescale_and_tile_modes_embed_what_they_promise(demo_data: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_distributed_embedding_on_cpu_equals_single_process(cells: pd.DataFrame, tmp_path: Path) -> None:
+@pytest.mark.parametrize("intensity", ["crop", "dataset"])  # dataset: rank 0 fits the levels, every rank uses them
+def test_distributed_embedding_on_cpu_equals_single_process(
+    cells: pd.DataFrame, tmp_path: Path, intensity: str
+) -> None:
     torch.manual_seed(0)
     ckpt = save_checkpoint(
         tmp_path / "tiny.pt", MicrosnoopUNet(EncoderConfig(depths=(8, 16, 32))), preprocess=CONTRACT, provenance={}
@@ -249,6 +252,8 @@ def test_distributed_embedding_on_cpu_equals_single_process(cells: pd.DataFrame,
         "--amp",
         "off",
         "--no-progress",
+        "--intensity",
+        intensity,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], check=True, env=env, timeout=600)
@@ -260,7 +265,7 @@ def test_distributed_embedding_on_cpu_equals_single_process(cells: pd.DataFrame,
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29519",
+            str(29519 + (intensity == "dataset")),
             *args,
             "--out",
             str(tmp_path / "two"),
