@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,14 +248,15 @@ def _first_readable(records: list[dict[str, Any]], cache: StackCache, gray_rgb: 
 def fit_source_levels(
     records: list[dict[str, Any]],
     contract: PreprocessContract,
-    n_channels: int,
+    n_channels: int | None = None,
     *,
     gray_rgb: bool = False,
     sample: int = INTENSITY_SAMPLE,
 ) -> PreprocessContract:
     """The contract ready for the source: under ``intensity='dataset'`` without levels, levels fitted on up to
-    ``sample`` evenly spaced readable images of ``n_channels`` channels (fields in cell-region mode, cells in
-    single-cell mode); each image is sampled as it is read, so memory stays bounded.
+    ``sample`` evenly spaced readable images of ``n_channels`` channels (default: the first readable one's;
+    fields in cell-region mode, cells in single-cell mode); each image is sampled as it is read, so memory
+    stays bounded.
 
     Deterministic for a given source, so a resumed or re-run embedding fits the same levels.
     """
@@ -265,13 +266,15 @@ def fit_source_levels(
     used = 0
 
     def readable() -> Iterator[np.ndarray]:
-        nonlocal used
+        nonlocal used, n_channels
         for i in np.unique(np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)):
             try:
                 image = load_row(records[i], cache, gray_rgb=gray_rgb)
             except InvalidImageError as exc:
                 log.warning("fitting intensity levels: %s", exc)
                 continue
+            if n_channels is None:
+                n_channels = image.shape[0]
             if image.shape[0] == n_channels:  # an image of another layout is skipped later, by name
                 used += 1
                 yield image
@@ -424,3 +427,12 @@ def write_h5ad(parquet: Path, out: Path) -> Path:
     adata.uns["microsnoop"] = json.dumps(info)
     adata.write_h5ad(out)
     return out
+
+
+def levels_digest(levels: Sequence[Sequence[float]]) -> str:
+    """A short, stable name for a set of intensity levels (model versions and cache keys carry it).
+
+    >>> levels_digest([(0.0, 1.0)])
+    '054f4364'
+    """
+    return hashlib.sha256(json.dumps([[float(v) for v in pair] for pair in levels]).encode()).hexdigest()[:8]

@@ -10,7 +10,7 @@ from components import Components, build_components, stage_of
 from pipelines.tasks import configure_task
 from services.settings import PlatformSettings
 
-PIPELINE_VERSION = "5"  # bump when a pipeline's wiring or signature changes
+PIPELINE_VERSION = "6"  # bump when a pipeline's wiring or signature changes
 
 
 def _step(component: Any, settings: PlatformSettings, **kwargs: Any) -> Any:
@@ -89,6 +89,7 @@ class ProfilingArgs:
     publish_replace: Any
     zarr_level: Any
     joint_components: Any
+    intensity: Any
 
 
 def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingArgs, after: Any = None) -> Any:
@@ -98,7 +99,15 @@ def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingA
     staged = _step(c.stage_images, settings, source_table=args.source_table, zarr_level=args.zarr_level)
     if after is not None:
         staged.after(after)  # e.g. embed with the champion only once registration has decided it
-    plan = _step(c.shard_images, settings, staged=staged.outputs["staged"], n_shards=args.n_shards)
+    plan = _step(
+        c.shard_images,
+        settings,
+        staged=staged.outputs["staged"],
+        n_shards=args.n_shards,
+        intensity=args.intensity,
+        model_ref=args.model_ref,
+        gray_rgb=args.gray_rgb,
+    )
     with dsl.ParallelFor(plan.output, parallelism=settings.shard_parallelism) as shard:
         seg = _step(
             c.segment, settings, staged=staged.outputs["staged"], shard=shard, channel=args.channel, segmenter="auto"
@@ -112,6 +121,7 @@ def _profiling_tasks(c: Components, settings: PlatformSettings, args: ProfilingA
             mode=args.mode,
             rc=args.rc,
             gray_rgb=args.gray_rgb,
+            intensity=args.intensity,
         )
     merged = _step(c.merge_shards, settings, shards=dsl.Collected(emb.outputs["embeddings"]), plan=plan.output)
     joined = _step(
@@ -162,6 +172,7 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
         publish_replace: bool = False,
         zarr_level: int = 0,
         joint_components: int = 0,
+        intensity: str = "crop",
     ) -> None:
         args = ProfilingArgs(
             source_table=source_table,
@@ -178,6 +189,7 @@ def build_profiling(settings: PlatformSettings) -> Callable[..., Any]:
             publish_replace=publish_replace,
             zarr_level=zarr_level,
             joint_components=joint_components,
+            intensity=intensity,
         )
         _profiling_tasks(c, settings, args)
 
@@ -216,6 +228,7 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
         publish_replace: bool = False,
         zarr_level: int = 0,
         joint_components: int = 0,
+        intensity: str = "crop",
     ) -> None:
         trained = pretraining(
             types_table=types_table,
@@ -244,6 +257,7 @@ def build_end_to_end(settings: PlatformSettings) -> Callable[..., Any]:
             publish_replace=publish_replace,
             zarr_level=zarr_level,
             joint_components=joint_components,
+            intensity=intensity,
         )
         _profiling_tasks(c, settings, args, after=trained)
 

@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,42 @@ def shard_of(content_hash: str, n_shards: int) -> int:
     return int(content_hash[:16], 16) % n_shards
 
 
-def plan_shards(staged_dir: str, n_shards: int) -> list[dict[str, Any]]:
-    """The non-empty shards of a staged folder: index, count, key (content of its rows) and image count."""
+def shard_step(
+    staged_dir: str,
+    n_shards: int,
+    *,
+    intensity: str = "crop",
+    model_ref: str = "champion",
+    gray_rgb: bool = False,
+    settings: PlatformSettings | None = None,
+) -> list[dict[str, Any]]:
+    """The shard plan; under ``intensity="dataset"`` every item also carries the intensity levels, fitted once
+    on the whole staged folder with the model's percentiles, so that every shard embeds on one scale."""
+    if intensity == "crop":
+        return plan_shards(staged_dir, n_shards)
+    if intensity != "dataset":
+        raise ShardError(f"intensity must be 'crop' or 'dataset', got {intensity!r}")
+    from microsnoop.io.sources import source_from_table
+    from microsnoop.models.checkpoint import load_checkpoint
+    from microsnoop.protocol import with_embedding_options
+    from microsnoop.stream import fit_source_levels
+    from services.registry import resolve_encoder
+
+    settings = settings_or_env(settings)
+    contract = with_embedding_options(
+        load_checkpoint(resolve_encoder(settings, model_ref)).preprocess, intensity=intensity
+    )
+    records = source_from_table(Path(staged_dir) / "source.csv").to_dict("records")
+    levels = fit_source_levels(records, contract, gray_rgb=gray_rgb).intensity_levels
+    log.info("shard plan: intensity levels %s fitted on the staged folder", levels)
+    return plan_shards(staged_dir, n_shards, intensity_levels=levels)
+
+
+def plan_shards(
+    staged_dir: str, n_shards: int, *, intensity_levels: Sequence[Sequence[float]] = ()
+) -> list[dict[str, Any]]:
+    """The non-empty shards of a staged folder: index, count, key (content of its rows) and image count, and the
+    intensity levels every shard embeds with (when given)."""
     if not 1 <= int(n_shards) <= 10_000:
         raise ShardError(f"n_shards must be between 1 and 10000, got {n_shards}")
     staged = Path(staged_dir)
@@ -67,7 +102,10 @@ def plan_shards(staged_dir: str, n_shards: int) -> list[dict[str, Any]]:
         rows = rows.sort_values(["_hash", ID] if ID in rows.columns else ["_hash"], kind="stable")
         body = rows.drop(columns=["_shard"]).to_csv(index=False).encode()
         key = hashlib.sha256(body).hexdigest()[:20]
-        plan.append({"index": int(index), "n_shards": int(n_shards), "key": key, "n_images": len(rows)})
+        item: dict[str, Any] = {"index": int(index), "n_shards": int(n_shards), "key": key, "n_images": len(rows)}
+        if intensity_levels:
+            item["intensity_levels"] = [[float(lo), float(hi)] for lo, hi in intensity_levels]
+        plan.append(item)
     return plan
 
 
@@ -171,17 +209,26 @@ def embed_shard_step(
     rc: float = 1.0,
     gray_rgb: bool = False,
     device: str = "auto",
+    intensity: str = "crop",
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
-    """Embed one segmented shard (restored from the object store when done before with the same model)."""
+    """Embed one segmented shard (restored from the object store when done before with the same model); under
+    ``intensity="dataset"`` with the levels the shard plan carries."""
+    from microsnoop.stream import levels_digest
     from services.registry import resolve_encoder
     from services.steps import embed_step, model_version_of
 
     _check_shard(shard)
+    levels = shard.get("intensity_levels") or []
+    if intensity == "dataset" and not levels:
+        raise ShardError("this shard carries no intensity levels; plan the shards with intensity='dataset' too")
+    if intensity != "dataset":
+        levels = []
     settings = settings_or_env(settings)
     out = Path(out_dir)
     version = model_version_of(resolve_encoder(settings, model_ref), settings)
-    name = manifest_name(f"shard-embeddings-{shard['key']}-{version}-{mode}-rc{rc:g}-g{int(gray_rgb)}")
+    scale = f"-dataset-{levels_digest(levels)}" if levels else ""  # per-crop runs keep their cache names
+    name = manifest_name(f"shard-embeddings-{shard['key']}-{version}-{mode}-rc{rc:g}-g{int(gray_rgb)}{scale}")
     cached = restore_folder(name, out, settings)
     if cached is not None:
         log.info("embed: shard %s restored from %s", shard["index"], name)
@@ -194,6 +241,8 @@ def embed_shard_step(
         rc=rc,
         gray_rgb=gray_rgb,
         device=device,
+        intensity=intensity,
+        intensity_levels=levels,
         settings=settings,
     )
     summary = {**summary, "shard": int(shard["index"]), "key": shard["key"]}
@@ -205,6 +254,37 @@ def embed_shard_step(
 def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     by = [c for c in by if c in df.columns]
     return df.sort_values(by, kind="stable").reset_index(drop=True) if by and len(df) else df
+
+
+def _common_run(found: dict[str, Path]) -> dict[str, Any] | None:
+    """The run information every shard's embeddings share (model, contract, profile), or a one-line error."""
+    import pyarrow.parquet as pq
+
+    runs = []
+    for key in sorted(found):
+        path = found[key] / "embeddings.parquet"
+        if path.is_file():
+            meta = pq.read_schema(path).metadata or {}
+            info = json.loads(meta.get(b"microsnoop", b"{}"))
+            runs.append({k: info[k] for k in ("model_id", "contract", "profile") if k in info})
+    if not runs:
+        return None
+    if any(r != runs[0] for r in runs[1:]):
+        raise ShardError("shards were embedded with different models, contracts or modes; re-run them with one set")
+    return runs[0]
+
+
+def _write_with_run(table: pd.DataFrame, path: Path, run: dict[str, Any] | None) -> None:
+    """Write a merged table, keeping the shards' run information (contract, intensity levels) in its schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if run:
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), b"microsnoop": json.dumps(run).encode()}
+        )
+    pq.write_table(arrow, path)
 
 
 def merge_shards_step(shard_dirs: list[str], out_dir: str, *, plan: list[dict[str, Any]]) -> dict[str, Any]:
@@ -229,6 +309,7 @@ def merge_shards_step(shard_dirs: list[str], out_dir: str, *, plan: list[dict[st
         raise ShardError(f"shards were embedded with different models {sorted(versions)}; re-run with one model_ref")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run = _common_run(found)
     counts = {}
     for name, by in (
         ("embeddings.parquet", [ID]),
@@ -242,7 +323,7 @@ def merge_shards_step(shard_dirs: list[str], out_dir: str, *, plan: list[dict[st
         merged = _sorted(pd.concat(frames, ignore_index=True), by)
         if name != "skipped.parquet" and merged.duplicated(by).any():
             raise ShardError(f"{name}: rows occur in two shards; re-plan the shards from one staged folder")
-        merged.to_parquet(out / name, index=False)
+        _write_with_run(merged, out / name, run if name != "skipped.parquet" else None)
         counts[name] = len(merged)
     version = versions.pop()
     (out / "model_version.txt").write_text(version)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,20 +228,27 @@ def embed_step(
     device: str = "auto",
     canvas: str = EMBED_CANVAS,
     pooling: str = EMBED_POOLING,
+    intensity: str = EMBED_INTENSITY,
+    intensity_levels: Sequence[Sequence[float]] = (),
     settings: PlatformSettings | None = None,
 ) -> dict[str, Any]:
     """Embed a (segmented) source table with a registered or local encoder, resumably.
 
     Cells are embedded content-aware by default (``canvas="crop"``, ``pooling="valid"``: better on every
     suite for the shipped and the untrained network, see docs/method-fidelity.md); pass ``"fixed"`` and
-    ``"all"`` for the paper's 224 canvas.
+    ``"all"`` for the paper's 224 canvas. ``intensity="dataset"`` scales every crop with one set of levels
+    (docs/intensity.md): the given ``intensity_levels`` (a sharded run fits them once, before the fan-out),
+    else levels fitted on this source. Such a run is versioned ``<model>+dataset-<levels digest>``, a search
+    space of its own.
     """
+    from dataclasses import replace
+
     from microsnoop.device import init_runtime
     from microsnoop.io.sources import source_from_table
     from microsnoop.models.checkpoint import load_encoder
     from microsnoop.profile import ProfileConfig
     from microsnoop.protocol import with_embedding_options
-    from microsnoop.stream import StreamConfig, run_embedding
+    from microsnoop.stream import StreamConfig, fit_source_levels, levels_digest, run_embedding
     from services.registry import resolve_encoder
 
     settings = settings_or_env(settings)
@@ -248,11 +256,19 @@ def embed_step(
     version = model_version_of(checkpoint, settings)
     encoder = load_encoder(checkpoint)
     source = source_from_table(Path(source_dir) / "source.csv")
+    contract = with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling, intensity=intensity)
+    if intensity_levels:
+        if contract.intensity != "dataset":
+            raise ValueError("intensity_levels apply to intensity='dataset' only; drop them or set intensity")
+        contract = replace(contract, intensity_levels=tuple((lo, hi) for lo, hi in intensity_levels))
+    contract = fit_source_levels(source.to_dict("records"), contract, gray_rgb=gray_rgb)
+    if contract.intensity_levels:
+        version = f"{version}+dataset-{levels_digest(contract.intensity_levels)}"
     result = run_embedding(
         source,
         Path(out_dir),
         encoder,
-        with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling, intensity=EMBED_INTENSITY),
+        contract,
         init_runtime(device=device, amp=settings.amp),
         model_id=version,
         profile=ProfileConfig(mode=mode, rc=rc),

@@ -145,7 +145,7 @@ def test_submit_uploads_a_version_and_creates_a_recurring_run() -> None:
     # The previous schedule of this pipeline is disabled, not duplicated; the version name carries a content hash.
     assert [args for name, args, _ in clients[0].calls if name == "disable_recurring_run"] == [("rr-old",)]
     version_name = [args for name, args, _ in clients[0].calls if name == "upload_pipeline_version"][0][1]
-    assert version_name.startswith("microsnoop-profiling-0.1.0-p5-") and len(version_name.rsplit("-", 1)[1]) == 10
+    assert version_name.startswith("microsnoop-profiling-0.1.0-p6-") and len(version_name.rsplit("-", 1)[1]) == 10
 
 
 def test_submit_one_run_reuses_an_existing_pipeline() -> None:

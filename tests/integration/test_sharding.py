@@ -27,6 +27,7 @@ from services.sharding import (
     plan_shards,
     segment_shard_step,
     shard_of,
+    shard_step,
 )
 from services.staging import manifest_name, stage_source_step
 from services.steps import embed_step, segment_step
@@ -64,6 +65,9 @@ def test_compiled_profiling_fans_out_over_the_shard_plan(tmp_path: Path) -> None
     )
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["zarr_level"]["defaultValue"] == 0 and params["joint_components"]["defaultValue"] == 0
+    assert params["intensity"]["defaultValue"] == "crop"
+    for task in (root["shard-images"], body["embed"]):  # the plan fits dataset levels once; every shard uses them
+        assert task["inputs"]["parameters"]["intensity"]["componentInputParameter"].endswith("intensity")
     stage = root["stage-images"]["inputs"]["parameters"]["zarr_level"]
     assert stage["componentInputParameter"] == "zarr_level"
     gpu = spec["deploymentSpec"]["executors"]["exec-embed"]["container"]["resources"]["accelerator"]
@@ -100,14 +104,18 @@ def test_the_split_is_content_keyed_and_order_free(staged: tuple[Path, PlatformS
 
 
 def _sharded(
-    folder: Path, out: Path, settings: PlatformSettings, mode: str, model: str = MODEL
+    folder: Path, out: Path, settings: PlatformSettings, mode: str, model: str = MODEL, intensity: str = "crop"
 ) -> tuple[list[dict], list[str], list]:
-    plan = plan_shards(str(folder), 3)
+    plan = shard_step(str(folder), 3, intensity=intensity, model_ref=model, settings=settings)
     dirs, results = [], []
     for shard in reversed(plan):  # any order: the merge goes by key
         seg, emb = out / f"seg{shard['index']}", out / f"emb{shard['index']}"
         results.append(segment_shard_step(str(folder), str(seg), shard=shard, settings=settings))
-        results.append(embed_shard_step(str(seg), str(emb), shard=shard, model_ref=model, mode=mode, settings=settings))
+        results.append(
+            embed_shard_step(
+                str(seg), str(emb), shard=shard, model_ref=model, mode=mode, intensity=intensity, settings=settings
+            )
+        )
         dirs.append(str(emb))
     return plan, dirs, results
 
@@ -164,6 +172,35 @@ def test_shards_agree_for_a_checkpoint_that_asks_for_a_dataset_scale(
     merged = pd.read_parquet(tmp_path / "merged" / "embeddings.parquet")
     feats = _features(whole)
     np.testing.assert_allclose(merged[feats].to_numpy(), whole[feats].to_numpy(), rtol=0, atol=2e-5)
+
+
+def test_sharded_embedding_on_one_dataset_scale_equals_the_unsharded_one(
+    staged: tuple[Path, PlatformSettings], tmp_path: Path
+) -> None:
+    """intensity='dataset': the plan fits the levels once, every shard embeds with them, the merge keeps them
+    (for publish) and the version names the scale; the result equals one run with the same levels."""
+    from microsnoop.stream import levels_digest, read_embeddings
+
+    folder, settings = staged
+    plan, dirs, results = _sharded(folder, tmp_path, settings, "rescale", intensity="dataset")
+    levels = plan[0]["intensity_levels"]
+    assert levels and all(item["intensity_levels"] == levels for item in plan)
+    summary = merge_shards_step(dirs, str(tmp_path / "merged"), plan=plan)
+    assert summary["model_version"].endswith(f"+dataset-{levels_digest(levels)}")
+    merged, run = read_embeddings(tmp_path / "merged" / "embeddings.parquet")
+    assert run["contract"]["intensity"] == "dataset" and run["contract"]["intensity_levels"] == levels
+    segment_step(str(folder), str(tmp_path / "seg"), settings=settings)
+    whole = embed_step(
+        str(tmp_path / "seg"), str(tmp_path / "whole"), model_ref=MODEL, mode="rescale", intensity="dataset",
+        intensity_levels=levels, settings=settings,
+    )  # fmt: skip
+    assert whole["model_version"] == summary["model_version"]
+    single = pd.read_parquet(tmp_path / "whole" / "embeddings.parquet").sort_values("Metadata_ImageID")
+    feats = _features(single)
+    np.testing.assert_allclose(merged[feats].to_numpy(), single[feats].to_numpy(), rtol=0, atol=2e-5)
+    with pytest.raises(ShardError, match="no intensity levels"):
+        embed_shard_step(str(tmp_path / "seg"), str(tmp_path / "x"), shard=plan_shards(str(folder), 3)[0],
+                         model_ref=MODEL, mode="rescale", intensity="dataset", settings=settings)  # fmt: skip
 
 
 def test_a_rerun_recomputes_only_the_missing_shard(staged: tuple[Path, PlatformSettings], tmp_path: Path) -> None:
