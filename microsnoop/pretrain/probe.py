@@ -20,6 +20,8 @@ from microsnoop.embed import embed_images
 from microsnoop.errors import InvalidImageError
 from microsnoop.evaluate.knn import knn_accuracy_loo
 from microsnoop.models.unet import MicrosnoopEncoder, MicrosnoopUNet
+from microsnoop.preprocess.normalize import with_intensity_levels
+from microsnoop.protocol import with_embedding_options
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,18 @@ def encoder_of(model: MicrosnoopUNet, contract: PreprocessContract) -> Microsnoo
 def probe_scores(
     encoder: MicrosnoopEncoder, probe: ProbeSet, contract: PreprocessContract, runtime: Runtime, *, k: int = 11
 ) -> dict[str, float]:
-    """Leave-one-out kNN accuracy (cosine) on raw and on z-scored embeddings, and their median pairwise cosine."""
+    """Leave-one-out kNN accuracy (cosine) on raw and on z-scored embeddings, and their median pairwise cosine:
+    each crop on its own intensity scale, and (keys ending ``_dataset``) on one scale fitted on the probe cells
+    (docs/intensity.md), the shipped contract's."""
+    out = _scores(encoder, probe, with_embedding_options(contract, intensity="crop"), runtime, k)
+    dataset = with_intensity_levels(with_embedding_options(contract, intensity="dataset"), probe.images)
+    out.update({f"{key}_dataset": value for key, value in _scores(encoder, probe, dataset, runtime, k).items()})
+    return out
+
+
+def _scores(
+    encoder: MicrosnoopEncoder, probe: ProbeSet, contract: PreprocessContract, runtime: Runtime, k: int
+) -> dict[str, float]:
     feats = embed_images(encoder, probe.images, contract, runtime, batch_size=128)
     unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     cos = unit @ unit.T

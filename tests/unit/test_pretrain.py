@@ -126,3 +126,24 @@ def test_init_from_warm_starts_with_the_given_weights_and_refuses_a_mismatch(dem
             progress=False,
             init_from=first.last_checkpoint,
         )
+
+
+def test_the_probe_logs_knn_on_both_intensity_scales(demo_pool: Path, demo_data: Path, tmp_path: Path) -> None:
+    """The probe watches the representation beside the loss: the start (epoch -1) and every ``every`` epochs,
+    each crop on its own scale and on one dataset scale (the shipped contract's)."""
+    import pandas as pd
+
+    from microsnoop.pretrain.train import ProbeConfig
+
+    with np.load(demo_data / "cellcycle" / "cells.npz") as z:
+        images = np.asarray(z[z.files[0]])[:60]
+    labels = pd.read_csv(demo_data / "cellcycle" / "cells.csv")["label"].to_numpy()[:60].astype(str)
+    np.savez(tmp_path / "probe.npz", images=images, labels=labels)
+    probe = ProbeConfig(path=tmp_path / "probe.npz", every=1, k=5)
+    pretrain(demo_pool, tmp_path / "run", tiny_config(nepoch=2), device="cpu", progress=False, probe=probe)
+    records = [json.loads(x) for x in (tmp_path / "run" / "probe.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [-1, 0, 1]
+    for record in records:
+        for key in ("knn_raw", "knn_z", "knn_z_dataset", "knn_raw_dataset", "median_cosine_dataset"):
+            assert 0.0 <= record[key] <= 1.0, (key, record)
+    assert records[0]["knn_z"] != records[0]["knn_z_dataset"] or records[0]["knn_raw"] != records[0]["knn_raw_dataset"]
