@@ -88,7 +88,8 @@ class SearchRequest(BaseModel):
     ef_search: int | None = Field(None, ge=1, le=1000, description="HNSW candidate list; higher = better recall")
     space: Space = Field(
         "raw",
-        description="raw: the vector as 'microsnoop embed' wrote it (centred here like the published vectors); "
+        description="raw: the vector as 'microsnoop embed' wrote it (centred here like the published vectors; "
+        "embedded on the version's intensity scale, see docs/intensity.md); "
         "published: a vector as /entities returns it (already centred)",
     )
 
