@@ -106,6 +106,13 @@ def pretrain(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of 16x16 patches zeroed (paper: 0.25).")] = 0.25,
     patch_size: Annotated[int, typer.Option(help="Side of the masked square patches in pixels.")] = 16,
+    brightness_range: Annotated[
+        str,
+        typer.Option(
+            help="LOW,HIGH: multiply each training crop by a log-uniform factor in this range, so the encoder "
+            "carries brightness (docs/intensity.md); 1,1 (default) is off, as in the paper."
+        ),
+    ] = "1,1",
     depths: Annotated[str, typer.Option(help="Comma-separated widths of the U-Net levels.")] = "32,64,128,256",
     input_size: Annotated[
         int, typer.Option(help="Embedding canvas of the fixed-canvas contract and default crop side (paper: 224).")
@@ -184,7 +191,7 @@ def pretrain(
         crop_size=crop_size,
         encoder=EncoderConfig(depths=tuple(int(d) for d in depths.split(",")), decoder_variant=decoder_variant),
         mask=MaskConfig(patch_size=patch_size, mask_ratio=mask_ratio),
-        augment=AugmentConfig(),
+        augment=AugmentConfig(brightness_range=_pair(brightness_range, "--brightness-range")),
         preprocess=contract_for_protocol(
             PreprocessContract(input_size=input_size, canvas=canvas, pooling=pooling)
             if protocol == "default"
@@ -204,6 +211,15 @@ def pretrain(
         init_from=init_from,
     )
     typer.echo(f"epochs done: {result.epochs_done}/{nepoch}; encoder: {result.encoder_checkpoint}")
+
+
+def _pair(text: str, option: str) -> tuple[float, float]:
+    """Two comma-separated numbers, or a one-line error naming the option."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option} takes two numbers LOW,HIGH (e.g. 0.5,2), got {text!r}") from exc
+    return low, high
 
 
 @app.command()

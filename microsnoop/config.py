@@ -149,15 +149,20 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random geometry applied to each training crop."""
+    """Random geometry (and, optionally, brightness) applied to each training crop."""
 
     max_rotation_deg: float = 180.0
     scale_range: tuple[float, float] = (0.75, 1.25)
+    # Each crop (input and reconstruction target) multiplied by a log-uniform factor in this range, so the
+    # encoder must carry a crop's brightness (what the dataset intensity scale keeps, docs/intensity.md).
+    # (1, 1): off, as in every run before the option.
+    brightness_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
-        lo, hi = self.scale_range
-        if not 0 < lo <= hi:
-            raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        for name in ("scale_range", "brightness_range"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ConfigError(f"{name} must satisfy 0 < low <= high, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

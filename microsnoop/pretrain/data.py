@@ -72,6 +72,9 @@ class CropDataset(Dataset[torch.Tensor]):
         epoch, slot, index = key
         rng = np.random.default_rng([self.seed, epoch, slot, index])
         crop = random_crop(self.planes[index].astype(np.float32), self.size, self.augment, rng)
+        lo, hi = self.augment.brightness_range
+        if hi > lo:  # drawn after the geometry, so runs without it keep their crops
+            crop *= np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         return torch.from_numpy(crop)[None]
 
 

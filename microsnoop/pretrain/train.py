@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from microsnoop.config import EncoderConfig, PreprocessContract, PretrainConfig
+from microsnoop.config import AugmentConfig, EncoderConfig, PreprocessContract, PretrainConfig
 from microsnoop.curate import load_pool_manifest, manifest_hash
 from microsnoop.device import Runtime, distributed_session, init_runtime, precision_record
 from microsnoop.errors import CheckpointError
@@ -47,7 +48,11 @@ TRAJECTORY_KEYS = (
     "crop_size",
 )
 # Nested settings added after the first checkpoints were written: a saved config without them used these.
-_NESTED_DEFAULTS = {"encoder": EncoderConfig().to_dict(), "preprocess": PreprocessContract().to_dict()}
+_NESTED_DEFAULTS = {
+    "encoder": EncoderConfig().to_dict(),
+    "preprocess": PreprocessContract().to_dict(),
+    "augment": dataclasses.asdict(AugmentConfig()),
+}
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,37 @@ def test_the_probe_logs_knn_on_both_intensity_scales(demo_pool: Path, demo_data:
         for key in ("knn_raw", "knn_z", "knn_z_dataset", "knn_raw_dataset", "median_cosine_dataset"):
             assert 0.0 <= record[key] <= 1.0, (key, record)
     assert records[0]["knn_z"] != records[0]["knn_z_dataset"] or records[0]["knn_raw"] != records[0]["knn_raw_dataset"]
+
+
+def test_brightness_jitter_scales_whole_crops_and_is_off_by_default() -> None:
+    from microsnoop.config import AugmentConfig
+    from microsnoop.errors import ConfigError
+    from microsnoop.pretrain.data import CropDataset
+
+    plane = np.random.default_rng(0).uniform(0.1, 1.0, size=(48, 48)).astype(np.float16)
+    plain = CropDataset([plane], size=32, augment=AugmentConfig(), seed=0)
+    jitter = CropDataset([plane], size=32, augment=AugmentConfig(brightness_range=(0.5, 2.0)), seed=0)
+    factors = []
+    for slot in range(20):
+        a, b = plain[(0, slot, 0)], jitter[(0, slot, 0)]
+        mask = a > 0.05
+        ratio = (b[mask] / a[mask]).numpy()
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)  # one factor per crop, same geometry
+        factors.append(float(ratio[0]))
+    assert 0.5 <= min(factors) < 0.9 and 1.1 < max(factors) <= 2.0
+    assert torch.equal(jitter[(0, 3, 0)], jitter[(0, 3, 0)])  # deterministic per (epoch, slot, plane)
+    with pytest.raises(ConfigError, match="brightness_range"):
+        AugmentConfig(brightness_range=(0.0, 2.0))
+
+
+def test_runs_saved_before_brightness_jitter_still_resume(tmp_path: Path) -> None:
+    from microsnoop.config import AugmentConfig
+    from microsnoop.pretrain.train import _check_resumable
+
+    cfg = tiny_config()
+    saved = cfg.to_dict()
+    saved["augment"] = {k: v for k, v in saved["augment"].items() if k != "brightness_range"}  # an older run
+    _check_resumable(saved, cfg, tmp_path / "last.pt", saved_pool=None, pool_hash="h")
+    with pytest.raises(CheckpointError, match="augment"):
+        jittered = tiny_config(augment=AugmentConfig(brightness_range=(0.5, 2)))
+        _check_resumable(saved, jittered, tmp_path / "last.pt", saved_pool=None, pool_hash="h")
