@@ -159,7 +159,8 @@ def _prepare_out(out_dir: Path, run_info: dict[str, Any], runtime: Runtime) -> N
         dist.barrier()
 
 
-def _write_atomic(table: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+def write_parquet(table: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+    """Write ``table`` to ``path`` atomically (temp file, then rename), ``metadata`` added to its schema."""
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
     tmp = path.with_suffix(".tmp")
@@ -275,7 +276,7 @@ def fit_source_levels(
                 continue
             if n_channels is None:
                 n_channels = image.shape[0]
-            if image.shape[0] == n_channels:  # an image of another layout is skipped later, by name
+            if image.shape[0] == n_channels:  # another layout stops the run later, with a one-line error
                 used += 1
                 yield image
 
@@ -361,10 +362,10 @@ def run_embedding(
         images_df, cells_df, empty = _tables(kept, profiles, names, stream.empty)
         skipped_df = pd.DataFrame(skipped + empty, columns=[ID, "path", "reason"])
         # Parts other than images-*.parquet first: the images part marks the chunk as done.
-        _write_atomic(skipped_df, out_dir / "parts" / f"skipped-{k:05d}.parquet", metadata)
+        write_parquet(skipped_df, out_dir / "parts" / f"skipped-{k:05d}.parquet", metadata)
         if profile.mode == "cell-region":
-            _write_atomic(cells_df, out_dir / "parts" / f"cells-{k:05d}.parquet", metadata)
-        _write_atomic(images_df, part, metadata)
+            write_parquet(cells_df, out_dir / "parts" / f"cells-{k:05d}.parquet", metadata)
+        write_parquet(images_df, part, metadata)
         cache.clear()
         del images, masks, profiles
         done += 1
@@ -408,11 +409,19 @@ def _merge(
     return result
 
 
+def _run_of(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    return dict(json.loads((metadata or {}).get(b"microsnoop", b"{}")))
+
+
 def read_embeddings(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """An embeddings table and the run information stored in its schema (model, contract, mode)."""
     table = pq.read_table(path)
-    info = json.loads((table.schema.metadata or {}).get(b"microsnoop", b"{}"))
-    return table.to_pandas(), info
+    return table.to_pandas(), _run_of(table.schema.metadata)
+
+
+def read_run_info(path: Path) -> dict[str, Any]:
+    """The run information stored in an embeddings table's schema ({} when none), without reading its rows."""
+    return _run_of(pq.read_schema(path).metadata)
 
 
 def write_h5ad(parquet: Path, out: Path) -> Path:

@@ -68,8 +68,6 @@ def shard_step(
     on the whole staged folder with the model's percentiles, so that every shard embeds on one scale."""
     if intensity == "crop":
         return plan_shards(staged_dir, n_shards)
-    if intensity != "dataset":
-        raise ShardError(f"intensity must be 'crop' or 'dataset', got {intensity!r}")
     from microsnoop.io.sources import source_from_table
     from microsnoop.models.checkpoint import load_checkpoint
     from microsnoop.protocol import with_embedding_options
@@ -258,14 +256,13 @@ def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def _common_run(found: dict[str, Path]) -> dict[str, Any] | None:
     """The run information every shard's embeddings share (model, contract, profile), or a one-line error."""
-    import pyarrow.parquet as pq
+    from microsnoop.stream import read_run_info
 
-    runs = []
+    runs: list[dict[str, Any]] = []
     for key in sorted(found):
         path = found[key] / "embeddings.parquet"
         if path.is_file():
-            meta = pq.read_schema(path).metadata or {}
-            info = json.loads(meta.get(b"microsnoop", b"{}"))
+            info = read_run_info(path)
             runs.append({k: info[k] for k in ("model_id", "contract", "profile") if k in info})
     if not runs:
         return None
@@ -274,21 +271,10 @@ def _common_run(found: dict[str, Path]) -> dict[str, Any] | None:
     return runs[0]
 
 
-def _write_with_run(table: pd.DataFrame, path: Path, run: dict[str, Any] | None) -> None:
-    """Write a merged table, keeping the shards' run information (contract, intensity levels) in its schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    if run:
-        arrow = arrow.replace_schema_metadata(
-            {**(arrow.schema.metadata or {}), b"microsnoop": json.dumps(run).encode()}
-        )
-    pq.write_table(arrow, path)
-
-
 def merge_shards_step(shard_dirs: list[str], out_dir: str, *, plan: list[dict[str, Any]]) -> dict[str, Any]:
     """Gather shard embeddings by key into one embeddings folder, checking every planned shard is there once."""
+    from microsnoop.stream import write_parquet
+
     found: dict[str, Path] = {}
     for folder in map(Path, shard_dirs):
         info = folder / SHARD_FILE
@@ -323,7 +309,8 @@ def merge_shards_step(shard_dirs: list[str], out_dir: str, *, plan: list[dict[st
         merged = _sorted(pd.concat(frames, ignore_index=True), by)
         if name != "skipped.parquet" and merged.duplicated(by).any():
             raise ShardError(f"{name}: rows occur in two shards; re-plan the shards from one staged folder")
-        _write_with_run(merged, out / name, run if name != "skipped.parquet" else None)
+        keep = {"microsnoop": json.dumps(run)} if run and name != "skipped.parquet" else {}
+        write_parquet(merged, out / name, keep)  # the shards' contract (intensity levels) travels on to publish
         counts[name] = len(merged)
     version = versions.pop()
     (out / "model_version.txt").write_text(version)

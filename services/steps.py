@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 # How the platform embeds cells (the profiling step and dashboard uploads must agree): content-aware, each
-# crop on its own intensity scale. A checkpoint's "dataset" scale is not used here yet: its levels would
-# have to be fitted before the shard fan-out and stored with the published version (docs/intensity.md).
+# crop on its own intensity scale unless a run asks for intensity="dataset" (levels fitted once before the
+# shard fan-out and stored with the published version; docs/intensity.md).
 EMBED_CANVAS = "crop"
 EMBED_POOLING = "valid"
 EMBED_INTENSITY = "crop"
