@@ -257,9 +257,7 @@ def embed_step(
     encoder = load_encoder(checkpoint)
     source = source_from_table(Path(source_dir) / "source.csv")
     contract = with_embedding_options(encoder.preprocess, canvas=canvas, pooling=pooling, intensity=intensity)
-    if intensity_levels:
-        if contract.intensity != "dataset":
-            raise ValueError("intensity_levels apply to intensity='dataset' only; drop them or set intensity")
+    if intensity_levels:  # the contract itself refuses levels under the per-crop scale
         contract = replace(contract, intensity_levels=tuple((lo, hi) for lo, hi in intensity_levels))
     contract = fit_source_levels(source.to_dict("records"), contract, gray_rgb=gray_rgb)
     if contract.intensity_levels:
