@@ -6,6 +6,11 @@ For each training crop size and precision, the timed loop is what ``microsnoop p
 drawn from the pool (rotation, scale), patch masking, forward, MSE, backward, AdamW, batch 16. Reported
 as images/s and megapixels/s (the fair comparison across crop sizes), with the data-loading share of
 each step and the CPU's capability (``microsnoop.device.cpu_features``).
+
+Each result also gives the arithmetic the step does (FLOPs per image, counted by PyTorch's
+``FlopCounterMode`` over forward and backward) and the rate it reaches, as a share of this CPU's own
+dense matrix-multiply rate in the same precision (timed here, same threads): the ceiling that tells
+how much faster training could still get on this CPU kind, and in which precision.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from microsnoop import __version__
 from microsnoop.config import AugmentConfig, EncoderConfig, MaskConfig, PreprocessContract
@@ -77,6 +83,37 @@ def bench(
     }
 
 
+def training_flops_per_image(side: int) -> float:
+    """Floating-point operations of one training step (forward, MSE, backward) per ``side`` x ``side`` image."""
+    model = MicrosnoopUNet(EncoderConfig(decoder_variant="reference")).train()
+    x = torch.zeros(2, 1, side, side)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.mse_loss(model(x), x).backward()
+    return counter.get_total_flops() / 2
+
+
+def matmul_gflops(dtype: torch.dtype, *, n: int = 2048, seconds: float = 4.0) -> float:
+    """This CPU's dense ``n x n`` matrix-multiply rate in ``dtype`` (GFLOP/s, current threads)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    t0, count = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0) / 1e9
+
+
+def with_rates(result: dict[str, float], flops: float, ceiling: dict[str, float], runtime: Runtime) -> dict[str, float]:
+    """Add the arithmetic per image, the rate reached and its share of the matmul ceiling in the same precision."""
+    rate = result["img_per_s"] * flops / 1e9
+    out = {**result, "gflop_per_image": round(flops / 1e9, 2), "gflop_per_s": round(rate, 1)}
+    if ceiling:
+        precision = "fp32" if runtime.amp_dtype is None else "low"
+        out["share_of_matmul_ceiling"] = round(rate / ceiling[precision], 3)
+    return out
+
+
 def main() -> None:
     """Time every (crop size, precision) pair and write one JSON file."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,15 +137,18 @@ def main() -> None:
         "fp32_channels_last": Runtime(device, None, True),
         "bf16_channels_last": Runtime(device, low, True),
     }
+    ceiling = {"fp32": matmul_gflops(torch.float32), "low": matmul_gflops(low)} if device.type == "cpu" else {}
     results: dict[str, Any] = {}
     for side in (int(s) for s in args.crops.split(",")):
         dataset = CropDataset(planes, size=side, augment=AugmentConfig(), seed=0)
+        flops = training_flops_per_image(side)
         for name, rt in variants.items():
-            r = bench(dataset, rt, batch=16, seconds=args.seconds)
+            r = with_rates(bench(dataset, rt, batch=16, seconds=args.seconds), flops, ceiling, rt)
             results[f"crop{side}_{name}"] = r
             print(side, name, r, flush=True)  # benchmark progress
         if args.compile:
-            r = bench(dataset, variants["fp32_channels_last"], batch=16, seconds=args.seconds, compile_model=True)
+            rt = variants["fp32_channels_last"]
+            r = with_rates(bench(dataset, rt, batch=16, seconds=args.seconds, compile_model=True), flops, ceiling, rt)
             results[f"crop{side}_fp32_channels_last_compiled"] = r
             print(side, "fp32_channels_last_compiled", r, flush=True)
     feats = cpu_features()
@@ -122,6 +162,9 @@ def main() -> None:
         "code_version": __version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "note": args.note,
+        "matmul_ceiling_gflop_per_s": {
+            ("fp32" if k == "fp32" else str(low).removeprefix("torch.")): round(v, 1) for k, v in ceiling.items()
+        },
         "training": results,
     }
     path = args.out or Path("benchmarks/results") / f"pretrain_{device.type}.json"
