@@ -104,13 +104,17 @@ def matmul_gflops(dtype: torch.dtype, *, n: int = 2048, seconds: float = 4.0) ->
     return 2 * n**3 * count / (time.perf_counter() - t0) / 1e9
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """'fp32' for full precision (no autocast), else the dtype's name ('bfloat16', 'float16')."""
+    return "fp32" if dtype in (None, torch.float32) else str(dtype).removeprefix("torch.")
+
+
 def with_rates(result: dict[str, float], flops: float, ceiling: dict[str, float], runtime: Runtime) -> dict[str, float]:
     """Add the arithmetic per image, the rate reached and its share of the matmul ceiling in the same precision."""
     rate = result["img_per_s"] * flops / 1e9
     out = {**result, "gflop_per_image": round(flops / 1e9, 2), "gflop_per_s": round(rate, 1)}
     if ceiling:
-        precision = "fp32" if runtime.amp_dtype is None else "low"
-        out["share_of_matmul_ceiling"] = round(rate / ceiling[precision], 3)
+        out["share_of_matmul_ceiling"] = round(rate / ceiling[precision_name(runtime.amp_dtype)], 3)
     return out
 
 
@@ -137,7 +141,7 @@ def main() -> None:
         "fp32_channels_last": Runtime(device, None, True),
         "bf16_channels_last": Runtime(device, low, True),
     }
-    ceiling = {"fp32": matmul_gflops(torch.float32), "low": matmul_gflops(low)} if device.type == "cpu" else {}
+    ceiling = {precision_name(d): matmul_gflops(d) for d in (torch.float32, low)} if device.type == "cpu" else {}
     results: dict[str, Any] = {}
     for side in (int(s) for s in args.crops.split(",")):
         dataset = CropDataset(planes, size=side, augment=AugmentConfig(), seed=0)
@@ -162,9 +166,7 @@ def main() -> None:
         "code_version": __version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "note": args.note,
-        "matmul_ceiling_gflop_per_s": {
-            ("fp32" if k == "fp32" else str(low).removeprefix("torch.")): round(v, 1) for k, v in ceiling.items()
-        },
+        "matmul_ceiling_gflop_per_s": {k: round(v, 1) for k, v in ceiling.items()},
         "training": results,
     }
     path = args.out or Path("benchmarks/results") / f"pretrain_{device.type}.json"
